@@ -1,0 +1,41 @@
+# Quick start: `make demo` and `make test` on a machine with only Python, pip and make.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.scopewatch-installed
+
+.PHONY: demo test lint typecheck compat bench bench-quick tools clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## make demo: install into .venv and run the example app under opentelemetry-instrument
+demo: $(STAMP)
+	$(BIN)/python examples/run_demo.py
+
+## make tools: system tools some tests drive for real (Debian packages)
+tools:
+	bash .ci/install-tools
+
+## make test: the whole suite (lint, types, tests) on the default Python
+test: $(STAMP) tools
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/mypy
+	SCOPEWATCH_STRICT=1 $(BIN)/python -m pytest
+
+## make compat: the suite on every other CPython 3.10-3.13 found, and on an anyio older than 4.14
+compat: $(STAMP)
+	$(BIN)/python .ci/compat.py
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks --quick
+
+clean:
+	rm -rf $(VENV) .compat build dist

@@ -1,0 +1,17 @@
+"""The patch layer: one module per patched API, each with ``install(runtime)`` and ``uninstall()``.
+
+Wrappers here only collect facts and hand them to ``scopewatch._core`` / ``scopewatch.telemetry``.
+"""
+
+from __future__ import annotations
+
+FEATURE_MODULES: dict[str, tuple[str, ...]] = {
+    "scopes": (
+        "scopewatch.instrumentation.anyio_scopes",
+        "scopewatch.instrumentation.asyncio_scopes",
+    ),
+    "tasks": (),
+    "locks": (),
+    "sessions": (),
+}
+"""Feature name (``OTEL_PYTHON_SCOPEWATCH_INSTRUMENT``) -> modules installed for it, in order."""

@@ -1,0 +1,88 @@
+"""``ScopeWatchInstrumentor``: the ``BaseInstrumentor`` that ``opentelemetry-instrument`` loads."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Collection
+from types import ModuleType
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+
+from scopewatch import _runtime, semconv
+from scopewatch.config import load_settings
+from scopewatch.instrumentation import FEATURE_MODULES
+from scopewatch.package import _instruments
+from scopewatch.telemetry.metrics import Instruments
+from scopewatch.version import __version__
+
+_logger = logging.getLogger("scopewatch")
+
+ALERTS_MODULE = "scopewatch.alerts"
+
+
+class ScopeWatchInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Instruments cancel scopes, tasks, locks and SDK sessions.
+
+    Keyword arguments of ``instrument()``: ``tracer_provider``, ``meter_provider`` and any
+    setting of DESIGN section 5 in lower case (``spans="all"``, ``slow_threshold=0.5`` ...);
+    they take precedence over ``OTEL_PYTHON_SCOPEWATCH_*`` variables and the config file.
+    """
+
+    _installed: list[ModuleType]
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        """Nothing is required: every target is patched only when importable."""
+        return _instruments
+
+    def _instrument(self, **kwargs: Any) -> None:
+        settings = load_settings(kwargs)
+        tracer_provider = kwargs.get("tracer_provider") or trace.get_tracer_provider()
+        meter_provider = kwargs.get("meter_provider") or metrics.get_meter_provider()
+        tracer = trace.get_tracer(
+            semconv.INSTRUMENTATION_SCOPE, __version__, tracer_provider=tracer_provider
+        )
+        meter = metrics.get_meter(
+            semconv.INSTRUMENTATION_SCOPE, __version__, meter_provider=meter_provider
+        )
+        runtime = _runtime.Runtime(
+            settings=settings,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            tracer=tracer,
+            meter=meter,
+            instruments=Instruments(meter),
+            extras={},
+        )
+        _runtime.current = runtime
+        self._installed = []
+        names = [
+            name
+            for feature, modules in FEATURE_MODULES.items()
+            if settings.enabled(feature)
+            for name in modules
+        ]
+        names.append(ALERTS_MODULE)
+        for name in names:
+            try:
+                module = importlib.import_module(name)
+                module.install(runtime)
+            except Exception:
+                _logger.exception("scopewatch: %s could not be installed and stays off", name)
+                continue
+            self._installed.append(module)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        del kwargs
+        for module in reversed(getattr(self, "_installed", [])):
+            try:
+                module.uninstall()
+            except Exception:
+                _logger.exception("scopewatch: %s could not be uninstalled", module.__name__)
+        self._installed = []
+        runtime = _runtime.current
+        if runtime is not None:
+            runtime.instruments.flush()
+        _runtime.current = None

@@ -1,0 +1,127 @@
+"""Every span name, attribute key, event name, metric name and unit scopewatch emits.
+
+These names are a public contract (see DESIGN.md sections 2-4): Jaeger searches, Grafana
+alerts, PromQL and alert rules are built on them. No other module spells them out.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- span names -------------------------------------------------------------------------------
+SPAN_ANYIO_CANCEL_SCOPE: Final = "anyio.CancelScope"
+SPAN_ANYIO_MOVE_ON_AFTER: Final = "anyio.move_on_after"
+SPAN_ANYIO_MOVE_ON_AT: Final = "anyio.move_on_at"
+SPAN_ANYIO_FAIL_AFTER: Final = "anyio.fail_after"
+SPAN_ANYIO_FAIL_AT: Final = "anyio.fail_at"
+SPAN_ANYIO_TASK_GROUP: Final = "anyio.TaskGroup"
+SPAN_ASYNCIO_TIMEOUT: Final = "asyncio.timeout"
+SPAN_ASYNCIO_TIMEOUT_AT: Final = "asyncio.timeout_at"
+SPAN_ASYNCIO_TASK_GROUP: Final = "asyncio.TaskGroup"
+SPAN_TASK_PREFIX: Final = "task "
+SPAN_SESSION_PREFIX: Final = "session "
+
+# --- scope attributes -------------------------------------------------------------------------
+SCOPE_KIND: Final = "scopewatch.scope.kind"
+SCOPE_ID: Final = "scopewatch.scope.id"
+SCOPE_TIMEOUT: Final = "scopewatch.scope.timeout"
+SCOPE_SHIELD: Final = "scopewatch.scope.shield"
+SCOPE_CANCEL_CALLED: Final = "scopewatch.scope.cancel_called"
+SCOPE_CANCELLED_CAUGHT: Final = "scopewatch.scope.cancelled_caught"
+SCOPE_OUTCOME: Final = "scopewatch.scope.outcome"
+SCOPE_INTERNAL: Final = "scopewatch.scope.internal"
+ENTER_TASK: Final = "scopewatch.enter.task"
+EXIT_TASK: Final = "scopewatch.exit.task"
+CROSS_TASK: Final = "scopewatch.cross_task"
+ASYNCGEN: Final = "scopewatch.asyncgen"
+CODE_FUNCTION: Final = "code.function.name"
+CODE_FILE: Final = "code.file.path"
+CODE_LINE: Final = "code.line.number"
+CODE_STACKTRACE: Final = "code.stacktrace"
+EXIT_STACKTRACE: Final = "scopewatch.exit.stacktrace"
+
+OUTCOME_OK: Final = "ok"
+OUTCOME_CANCELLED: Final = "cancelled"
+OUTCOME_DEADLINE_EXCEEDED: Final = "deadline_exceeded"
+OUTCOME_ERROR: Final = "error"
+
+# --- cancellation -----------------------------------------------------------------------------
+CANCEL_ORIGIN: Final = "scopewatch.cancel.origin"
+CANCEL_TASK: Final = "scopewatch.cancel.task"
+CANCEL_LOCATION: Final = "scopewatch.cancel.location"
+CANCEL_REASON: Final = "scopewatch.cancel.reason"
+
+ORIGIN_DEADLINE: Final = "deadline"
+ORIGIN_EXPLICIT: Final = "explicit"
+ORIGIN_PARENT: Final = "parent"
+ORIGIN_EXTERNAL: Final = "external"
+
+# --- violations -------------------------------------------------------------------------------
+VIOLATION_KIND: Final = "scopewatch.violation.kind"
+VIOLATION_CAUSE: Final = "scopewatch.violation.cause"
+
+KIND_CROSS_TASK_EXIT: Final = "cross_task_exit"
+KIND_NON_LIFO_EXIT: Final = "non_lifo_exit"
+KIND_SCOPE_LEAKED: Final = "scope_leaked"
+KIND_CANCEL_SWALLOWED: Final = "cancel_swallowed"
+
+CAUSE_ASYNCGEN_FINALIZER: Final = "asyncgen_finalizer"
+CAUSE_ASYNCGEN_SHUTDOWN: Final = "asyncgen_shutdown"
+CAUSE_PER_STEP_TASK: Final = "per_step_task"
+CAUSE_INTERLEAVED_GENERATORS: Final = "interleaved_generators"
+CAUSE_EXIT_ORDER: Final = "exit_order"
+CAUSE_OTHER_TASK: Final = "other_task"
+CAUSE_UNKNOWN: Final = "unknown"
+
+# --- events -----------------------------------------------------------------------------------
+EVENT_CANCEL: Final = "scopewatch.cancel"
+EVENT_VIOLATION: Final = "scopewatch.violation"
+EVENT_LOCK_HELD_AT_END: Final = "scopewatch.lock.held_at_end"
+
+# --- task attributes --------------------------------------------------------------------------
+TASK_NAME: Final = "scopewatch.task.name"
+TASK_PARENT: Final = "scopewatch.task.parent"
+TASK_OUTCOME: Final = "scopewatch.task.outcome"
+
+# --- lock / session / alert attributes --------------------------------------------------------
+LOCK_KIND: Final = "scopewatch.lock.kind"
+LOCK_NAME: Final = "scopewatch.lock.name"
+LOCK_OUTCOME: Final = "scopewatch.lock.outcome"
+LOCK_OUTCOME_ACQUIRED: Final = "acquired"
+LOCK_OUTCOME_CANCELLED: Final = "cancelled"
+LOCK_OUTCOME_TIMED_OUT: Final = "timed_out"
+LOCK_NAME_OVERFLOW: Final = "other"
+
+SESSION_KIND: Final = "scopewatch.session.kind"
+SESSION_NAME: Final = "scopewatch.session.name"
+SESSION_OUTCOME: Final = "scopewatch.session.outcome"
+
+ALERT_RULE: Final = "scopewatch.alert.rule"
+ALERT_ACTION: Final = "scopewatch.alert.action"
+
+# --- metrics ----------------------------------------------------------------------------------
+METRIC_VIOLATIONS: Final = "scopewatch.violations"
+METRIC_SCOPE_DURATION: Final = "scopewatch.scope.duration"
+METRIC_TASK_DURATION: Final = "scopewatch.task.duration"
+METRIC_TASK_ACTIVE: Final = "scopewatch.task.active"
+METRIC_LOCK_WAIT_DURATION: Final = "scopewatch.lock.wait.duration"
+METRIC_LOCK_HOLD_DURATION: Final = "scopewatch.lock.hold.duration"
+METRIC_LOCK_CONTENTIONS: Final = "scopewatch.lock.contentions"
+METRIC_SESSION_ACTIVE: Final = "scopewatch.session.active"
+METRIC_SESSION_DURATION: Final = "scopewatch.session.duration"
+METRIC_ALERTS: Final = "scopewatch.alerts"
+
+UNIT_VIOLATION: Final = "{violation}"
+UNIT_SECONDS: Final = "s"
+UNIT_TASK: Final = "{task}"
+UNIT_ACQUISITION: Final = "{acquisition}"
+UNIT_SESSION: Final = "{session}"
+UNIT_ALERT: Final = "{alert}"
+
+# Bucket advice for histograms in seconds (the SDK default buckets are meant for milliseconds).
+SECONDS_BUCKETS: Final = (
+    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+)  # fmt: skip
+
+INSTRUMENTATION_SCOPE: Final = "scopewatch"

@@ -1,0 +1,136 @@
+"""The metric instruments of DESIGN section 3, and deferred recording off the hot path.
+
+One SDK ``histogram.record`` costs several microseconds, more than a whole cancel scope. So hot
+paths append ``(value, attributes)`` to a :class:`DeferredHistogram` buffer (a list append) and
+the buffer is replayed into the real instrument when a metric reader collects: the observable
+``scopewatch.task.active`` callback runs every registered flusher first. A buffer that grows past
+``FLUSH_AT`` entries is flushed where it is filled, so memory stays bounded without a reader.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from scopewatch import semconv
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import Histogram, Meter
+    from opentelemetry.util.types import AttributeValue
+
+    Attributes = Mapping[str, AttributeValue]
+
+FLUSH_AT = 8192
+
+
+class DeferredHistogram:
+    """A histogram whose measurements are buffered and recorded at collection time."""
+
+    __slots__ = ("_histogram", "_lock", "_pending")
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._histogram = histogram
+        self._pending: list[tuple[float, Attributes]] = []
+        self._lock = threading.Lock()
+
+    def record(self, value: float, attributes: Attributes) -> None:
+        """Buffer one measurement (cheap; safe from any thread)."""
+        pending = self._pending
+        pending.append((value, attributes))
+        if len(pending) >= FLUSH_AT:
+            self.flush()
+
+    def flush(self) -> None:
+        """Record every buffered measurement into the SDK instrument."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        record = self._histogram.record
+        for value, attributes in pending:
+            record(value, attributes)
+
+
+def _seconds_histogram(meter: Meter, name: str, description: str) -> Histogram:
+    try:
+        return meter.create_histogram(
+            name,
+            unit=semconv.UNIT_SECONDS,
+            description=description,
+            explicit_bucket_boundaries_advisory=list(semconv.SECONDS_BUCKETS),
+        )
+    except TypeError:  # opentelemetry-api older than 1.23 has no bucket advice
+        return meter.create_histogram(name, unit=semconv.UNIT_SECONDS, description=description)
+
+
+class Instruments:
+    """Every scopewatch instrument, created once per ``instrument()``."""
+
+    def __init__(self, meter: Meter) -> None:
+        self.meter = meter
+        self._flushers: list[Callable[[], None]] = []
+        self._active_tasks: Callable[[], int] = lambda: 0
+        self.violations = meter.create_counter(
+            semconv.METRIC_VIOLATIONS,
+            unit=semconv.UNIT_VIOLATION,
+            description="Cancel-scope and task misuses detected, by kind and cause",
+        )
+        self.scope_duration = DeferredHistogram(
+            _seconds_histogram(
+                meter, semconv.METRIC_SCOPE_DURATION, "Time from entering a cancel scope to exit"
+            )
+        )
+        self.task_duration = DeferredHistogram(
+            _seconds_histogram(meter, semconv.METRIC_TASK_DURATION, "Lifetime of asyncio tasks")
+        )
+        self.lock_wait_duration = DeferredHistogram(
+            _seconds_histogram(
+                meter, semconv.METRIC_LOCK_WAIT_DURATION, "Time spent waiting to acquire a lock"
+            )
+        )
+        self.lock_hold_duration = DeferredHistogram(
+            _seconds_histogram(meter, semconv.METRIC_LOCK_HOLD_DURATION, "Time a lock was held")
+        )
+        self.session_duration = _seconds_histogram(
+            meter, semconv.METRIC_SESSION_DURATION, "Lifetime of SDK client sessions"
+        )
+        self.session_active = meter.create_up_down_counter(
+            semconv.METRIC_SESSION_ACTIVE,
+            unit=semconv.UNIT_SESSION,
+            description="SDK client sessions currently open",
+        )
+        self.alerts = meter.create_counter(
+            semconv.METRIC_ALERTS, unit=semconv.UNIT_ALERT, description="Alert rule firings"
+        )
+        for deferred in (
+            self.scope_duration,
+            self.task_duration,
+            self.lock_wait_duration,
+            self.lock_hold_duration,
+        ):
+            self.add_flusher(deferred.flush)
+        meter.create_observable_up_down_counter(
+            semconv.METRIC_TASK_ACTIVE,
+            callbacks=[self._collect],
+            unit=semconv.UNIT_TASK,
+            description="asyncio tasks currently running (0 while the tasks feature is off)",
+        )
+
+    def add_flusher(self, flusher: Callable[[], None]) -> None:
+        """Run ``flusher`` at every collection, before the data is read."""
+        self._flushers.append(flusher)
+
+    def set_active_tasks(self, count: Callable[[], int]) -> None:
+        """Report ``count()`` as ``scopewatch.task.active``."""
+        self._active_tasks = count
+
+    def flush(self) -> None:
+        """Replay every deferred measurement now."""
+        for flusher in list(self._flushers):
+            flusher()
+
+    def _collect(self, options: CallbackOptions) -> Iterable[Observation]:
+        del options
+        self.flush()
+        return [Observation(self._active_tasks())]
