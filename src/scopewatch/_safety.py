@@ -11,8 +11,10 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 _logger = logging.getLogger("scopewatch")
 
@@ -51,7 +53,7 @@ class Part:
 
 
 def guarded(part: Part, default: R) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Run the function only while ``part`` is enabled; on error disable it and return ``default``."""
+    """Run the function while ``part`` is enabled; on error disable it, return ``default``."""
 
     def decorate(function: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(function)

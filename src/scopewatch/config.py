@@ -10,11 +10,14 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import math
 import os
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 ENV_PREFIX = "OTEL_PYTHON_SCOPEWATCH_"
 CONFIG_FILE_VARIABLE = ENV_PREFIX + "CONFIG_FILE"
@@ -86,7 +89,9 @@ def _parse_bool(raw: Any) -> bool:
 def _parse_number(kind: type[float] | type[int], minimum: float, maximum: float | None) -> Any:
     accepted = f"{'a number' if kind is float else 'an integer'} >= {minimum:g}"
     if maximum is not None:
-        accepted = f"{'a number' if kind is float else 'an integer'} from {minimum:g} to {maximum:g}"
+        accepted = (
+            f"{'a number' if kind is float else 'an integer'} from {minimum:g} to {maximum:g}"
+        )
 
     def parse(raw: Any) -> Any:
         if isinstance(raw, bool):
@@ -97,7 +102,7 @@ def _parse_number(kind: type[float] | type[int], minimum: float, maximum: float 
             raise SettingError(accepted) from None
         if isinstance(raw, float) and kind is int and raw != int(raw):
             raise SettingError(accepted)
-        if value != value or value < minimum or (maximum is not None and value > maximum):
+        if math.isnan(value) or value < minimum or (maximum is not None and value > maximum):
             raise SettingError(accepted)
         return value
 
@@ -168,7 +173,9 @@ def _read_config_file(path: str, problems: list[str]) -> Mapping[str, Any]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
-        problems.append(f"{CONFIG_FILE_VARIABLE}={path!r} cannot be read ({error.strerror}); ignored")
+        problems.append(
+            f"{CONFIG_FILE_VARIABLE}={path!r} cannot be read ({error.strerror}); ignored"
+        )
         return {}
     try:
         if path.endswith((".yaml", ".yml")):

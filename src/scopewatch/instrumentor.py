@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Collection
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
@@ -17,6 +15,10 @@ from scopewatch.instrumentation import FEATURE_MODULES
 from scopewatch.package import _instruments
 from scopewatch.telemetry.metrics import Instruments
 from scopewatch.version import __version__
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
+    from types import ModuleType
 
 _logger = logging.getLogger("scopewatch")
 

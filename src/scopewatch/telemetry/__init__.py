@@ -1,0 +1,1 @@
+"""Records -> spans, events and metrics (no patching)."""

@@ -10,7 +10,6 @@ the buffer is replayed into the real instrument when a metric reader collects: t
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -18,6 +17,8 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from scopewatch import semconv
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+
     from opentelemetry.metrics import Histogram, Meter
     from opentelemetry.util.types import AttributeValue
 

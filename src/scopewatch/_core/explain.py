@@ -1,0 +1,101 @@
+"""Human explanations of violations: exception notes, log lines and report hints."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from scopewatch import semconv
+from scopewatch._core import frames
+
+if TYPE_CHECKING:
+    from scopewatch._core.records import Violation
+
+CAUSE_TEXT: dict[str, str] = {
+    semconv.CAUSE_ASYNCGEN_FINALIZER: (
+        "the async generator was abandoned un-closed (e.g. `break` out of `async for`) and the "
+        "event loop's finalizer ran its aclose() in a new task"
+    ),
+    semconv.CAUSE_ASYNCGEN_SHUTDOWN: (
+        "the async generator was still open when the loop shut down, and "
+        "loop.shutdown_asyncgens() closed it in a new task"
+    ),
+    semconv.CAUSE_PER_STEP_TASK: (
+        "each step of the async generator ran in a fresh task "
+        "(ensure_future(anext(gen)) / wait_for(anext(gen)))"
+    ),
+    semconv.CAUSE_INTERLEAVED_GENERATORS: (
+        "two async generators that each yield inside a scope were advanced alternately by one task"
+    ),
+    semconv.CAUSE_EXIT_ORDER: (
+        "context managers were closed first-in-first-out (e.g. two exit stacks closed in the "
+        "wrong order)"
+    ),
+    semconv.CAUSE_OTHER_TASK: (
+        "a stored context manager / exit stack was closed from another task than the one "
+        "that entered it"
+    ),
+    semconv.CAUSE_UNKNOWN: "the cause could not be determined",
+}
+
+HINTS: dict[str, str] = {
+    semconv.CAUSE_ASYNCGEN_FINALIZER: (
+        "close the generator in the task that iterates it: "
+        "`async with contextlib.aclosing(gen()) as g: async for x in g: ...`"
+    ),
+    semconv.CAUSE_ASYNCGEN_SHUTDOWN: (
+        "close the generator before the loop ends: wrap its use in `contextlib.aclosing(...)`"
+    ),
+    semconv.CAUSE_PER_STEP_TASK: (
+        "drive the generator from one owner task and hand items over a queue/memory stream"
+    ),
+    semconv.CAUSE_INTERLEAVED_GENERATORS: (
+        "do not yield inside a cancel scope/task group from a generator; run the generator "
+        "body in a task and stream its items"
+    ),
+    semconv.CAUSE_EXIT_ORDER: "close context managers / exit stacks in reverse order of entry",
+    semconv.CAUSE_OTHER_TASK: (
+        "keep a client's whole lifetime (enter and close) in one task, e.g. a dedicated "
+        "owner task that the others talk to"
+    ),
+    semconv.KIND_CANCEL_SWALLOWED: (
+        "re-raise CancelledError after cleanup, or call task.uncancel() if you really mean to "
+        "swallow it"
+    ),
+    semconv.KIND_SCOPE_LEAKED: "enter scopes with `with`/`async with` so they are always exited",
+}
+
+_KIND_TEXT: dict[str, str] = {
+    semconv.KIND_CROSS_TASK_EXIT: "exited in a different task than the one that entered it",
+    semconv.KIND_NON_LIFO_EXIT: "exited while it was not the task's innermost scope",
+    semconv.KIND_SCOPE_LEAKED: "was never exited",
+    semconv.KIND_CANCEL_SWALLOWED: "was swallowed",
+}
+
+
+def hint(violation: Violation) -> str:
+    """A one-line fix hint for the violation's cause (or kind)."""
+    return HINTS.get(violation.cause) or HINTS.get(violation.kind, "")
+
+
+def explain(violation: Violation) -> str:
+    """A multi-line explanation naming both tasks, both locations, the generator and the cause."""
+    subject = "cancellation" if violation.kind == semconv.KIND_CANCEL_SWALLOWED else "scope"
+    lines = [
+        f"scopewatch: {violation.kind} ({violation.cause}): this {violation.scope_kind} {subject} "
+        f"{_KIND_TEXT.get(violation.kind, violation.kind)}.",
+    ]
+    entered = frames.location(violation.enter_frames) or "an unknown location"
+    lines.append(f"  entered in task {violation.enter_task!r} at {entered}")
+    if violation.exit_task or violation.exit_frames:
+        exited = frames.location(violation.exit_frames) or "an unknown location"
+        lines.append(f"  exited in task {violation.exit_task!r} at {exited}")
+    if violation.asyncgen:
+        lines.append(f"  inside async generator {violation.asyncgen}")
+    if violation.cause != semconv.CAUSE_UNKNOWN:
+        lines.append(f"  cause: {CAUSE_TEXT.get(violation.cause, violation.cause)}")
+    if violation.detail:
+        lines.append(f"  {violation.detail}")
+    fix = hint(violation)
+    if fix:
+        lines.append(f"  fix: {fix}")
+    return "\n".join(lines)

@@ -1,0 +1,104 @@
+"""Cheap stack capture: ``(code, line)`` pairs at capture time, formatted only when reported."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import os
+from types import CodeType, FrameType
+
+Frames = tuple[tuple[CodeType, int], ...]
+
+_ASYNC_GENERATOR = inspect.CO_ASYNC_GENERATOR
+_WALK_LIMIT = 64
+"""Frames examined at most per capture (internal frames count, so a deep library stack ends)."""
+
+
+def _package_dir(module_file: str | None) -> str:
+    return os.path.dirname(os.path.abspath(module_file or "")) + os.sep
+
+
+_INTERNAL_PREFIXES: list[str] = [
+    _package_dir(asyncio.__file__),
+    _package_dir(os.path.dirname(os.path.abspath(__file__))),  # the scopewatch package
+]
+_INTERNAL_FILES: set[str] = {os.path.abspath(contextlib.__file__)}
+_internal_cache: dict[CodeType, bool] = {}
+
+
+def add_internal_package(module_file: str | None) -> None:
+    """Treat every file of the package containing ``module_file`` as library code."""
+    prefix = _package_dir(module_file)
+    if prefix not in _INTERNAL_PREFIXES:
+        _INTERNAL_PREFIXES.append(prefix)
+        _internal_cache.clear()
+
+
+def is_internal(code: CodeType) -> bool:
+    """Whether ``code`` belongs to anyio, asyncio, contextlib or scopewatch (cached)."""
+    try:
+        return _internal_cache[code]
+    except KeyError:
+        pass
+    filename = code.co_filename
+    internal = (
+        filename in _INTERNAL_FILES
+        or filename.startswith(tuple(_INTERNAL_PREFIXES))
+        or filename.startswith("<frozen ")
+    )
+    _internal_cache[code] = internal
+    return internal
+
+
+def capture(frame: FrameType | None, depth: int) -> tuple[Frames, str, int]:
+    """Keep up to ``depth`` user frames from ``frame`` outwards.
+
+    Returns:
+        The frames (innermost first), the ``__qualname__`` of the innermost user async
+        generator among them (``""`` if none) and ``id()`` of that generator's frame.
+    """
+    kept: list[tuple[CodeType, int]] = []
+    asyncgen = ""
+    asyncgen_frame = 0
+    walked = 0
+    while frame is not None and len(kept) < depth and walked < _WALK_LIMIT:
+        code = frame.f_code
+        if not is_internal(code):
+            kept.append((code, frame.f_lineno))
+            if not asyncgen_frame and code.co_flags & _ASYNC_GENERATOR:
+                asyncgen = qualname(code)
+                asyncgen_frame = id(frame)
+        frame = frame.f_back
+        walked += 1
+    return tuple(kept), asyncgen, asyncgen_frame
+
+
+def frame_ids(frame: FrameType | None) -> set[int]:
+    """``id()`` of every frame from ``frame`` outwards (bounded), to find a generator frame."""
+    ids: set[int] = set()
+    while frame is not None and len(ids) < _WALK_LIMIT:
+        ids.add(id(frame))
+        frame = frame.f_back
+    return ids
+
+
+def qualname(code: CodeType) -> str:
+    """``co_qualname`` where Python has it (3.11+), else ``co_name``."""
+    return getattr(code, "co_qualname", code.co_name)
+
+
+def location(frames: Frames) -> str:
+    """``file:line`` of the innermost frame, or ``""``."""
+    if not frames:
+        return ""
+    code, line = frames[0]
+    return f"{code.co_filename}:{line}"
+
+
+def format_frames(frames: Frames) -> str:
+    """Traceback-style text, outermost call first like Python's own tracebacks."""
+    return "".join(
+        f'  File "{code.co_filename}", line {line}, in {qualname(code)}\n'
+        for code, line in reversed(frames)
+    )

@@ -1,0 +1,311 @@
+"""Per-task scope stacks: the facts of enter, exit and cancel, and the violations they reveal.
+
+Pure bookkeeping: no patching and no OpenTelemetry. Wrappers in ``scopewatch.instrumentation``
+feed it; a :class:`ScopeSink` (``scopewatch.telemetry.scopes``) turns records into telemetry.
+Scope objects are keyed by ``id()`` and held strongly only while entered (anyio's slotted
+scopes cannot be weakly referenced); task entries hold tasks weakly.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from scopewatch import semconv
+from scopewatch._core import classify, frames
+from scopewatch._core.records import CancelInfo, ScopeRecord, Violation
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from types import FrameType
+
+
+@dataclass(slots=True)
+class ExitFacts:
+    """How a scope ended, as seen by the wrapper of its exit."""
+
+    exit_task: str
+    outcome: str
+    cancel_called: bool
+    cancelled_caught: bool
+    error: BaseException | None
+    """The exception leaving the scope (raised by the exit or passed through it), if any."""
+
+
+class ScopeSink(Protocol):
+    """Receives the facts; implemented by the telemetry layer."""
+
+    def entered(self, record: ScopeRecord) -> None:
+        """A scope was entered."""
+
+    def exited(self, record: ScopeRecord, facts: ExitFacts) -> None:
+        """A scope was exited (``record.violations`` holds any violation of this exit)."""
+
+    def leaked(self, record: ScopeRecord, violation: Violation) -> None:
+        """A scope outlived the task that entered it."""
+
+    def current_span_context(self) -> Any:
+        """The recording span context of the calling task, for cancel links, or ``None``."""
+
+
+class _TaskScopes:
+    __slots__ = ("records", "task_ref")
+
+    def __init__(self, task_ref: weakref.ref[Any]) -> None:
+        self.task_ref = task_ref
+        self.records: list[ScopeRecord] = []
+
+
+class ScopeTracker:
+    """Scope records by scope and by task, and the rules that find violations."""
+
+    def __init__(
+        self,
+        sink: ScopeSink,
+        stack_depth: int,
+        max_tracked: int,
+        task_cancel_info: Callable[[Any], CancelInfo | None] | None = None,
+    ) -> None:
+        self.sink = sink
+        self.stack_depth = stack_depth
+        self.max_tracked = max_tracked
+        self.untracked = 0
+        """Scopes not tracked because ``max_tracked`` was reached."""
+        self.task_cancel_info = task_cancel_info
+        """Who called ``Task.cancel()`` on a task (set by the tasks feature)."""
+        self._by_scope: dict[int, ScopeRecord] = {}
+        self._by_task: dict[int, _TaskScopes] = {}
+
+    # --- enter ------------------------------------------------------------------------------
+
+    def enter(
+        self,
+        obj: object,
+        kind: str,
+        user: bool,
+        task: Any,
+        frame: FrameType | None,
+        timeout: float | None = None,
+        shield: bool = False,
+    ) -> ScopeRecord | None:
+        """Record that ``task`` entered ``obj``; ``frame`` is the frame that entered it."""
+        if len(self._by_scope) >= self.max_tracked:
+            self.untracked += 1
+            return None
+        if self.stack_depth:
+            captured, asyncgen, asyncgen_frame = frames.capture(frame, self.stack_depth)
+        else:
+            captured, asyncgen, asyncgen_frame = (), "", 0
+        record = ScopeRecord(
+            obj=obj,
+            kind=kind,
+            user=user,
+            task=task,
+            task_name=task.get_name(),
+            start_ns=time.time_ns(),
+            start=time.perf_counter(),
+            frames=captured,
+            asyncgen=asyncgen,
+            asyncgen_frame=asyncgen_frame,
+            timeout=timeout,
+            shield=shield,
+        )
+        self._scopes_of(task).records.append(record)
+        self._by_scope[id(obj)] = record
+        self.sink.entered(record)
+        return record
+
+    def _scopes_of(self, task: Any) -> _TaskScopes:
+        key = id(task)
+        entry = self._by_task.get(key)
+        if entry is None or entry.task_ref() is not task:
+            entry = _TaskScopes(weakref.ref(task, functools.partial(self._forget_task, key)))
+            self._by_task[key] = entry
+            task.add_done_callback(self._task_done)
+        return entry
+
+    # --- cancel -----------------------------------------------------------------------------
+
+    def record_of(self, obj: object) -> ScopeRecord | None:
+        """The record of an entered scope, or ``None``."""
+        record = self._by_scope.get(id(obj))
+        return record if record is not None and record.obj is obj else None
+
+    def cancel_requested(
+        self, obj: object, origin: str, task: Any, location: str, reason: str
+    ) -> None:
+        """Someone asked ``obj`` to cancel; the first request is the one that counts.
+
+        A request without a location (a deadline timer) is placed where the scope was entered.
+        """
+        record = self.record_of(obj)
+        if record is None or record.cancel is not None:
+            return
+        record.cancel = CancelInfo(
+            origin=origin,
+            task=task.get_name() if task is not None else "",
+            location=location or frames.location(record.frames),
+            reason=reason,
+            span_context=self.sink.current_span_context(),
+        )
+
+    def resolve_cancel(self, record: ScopeRecord, parents: Iterable[object]) -> None:
+        """Fill in who cancelled a scope that did not cancel itself.
+
+        Args:
+            record: the scope that ended cancelled.
+            parents: enclosing scope objects, innermost first (the scope library's own chain).
+        """
+        if record.cancel is not None:
+            return
+        for parent in parents:
+            parent_record = self.record_of(parent)
+            if parent_record is not None and parent_record.cancel is not None:
+                source = parent_record.cancel
+                record.cancel = CancelInfo(
+                    semconv.ORIGIN_PARENT,
+                    source.task,
+                    source.location,
+                    source.reason or f"{parent_record.kind} was cancelled",
+                    source.span_context,
+                )
+                return
+        for outer in reversed(self._enclosing(record)):
+            if outer.cancel is not None:
+                source = outer.cancel
+                record.cancel = CancelInfo(
+                    semconv.ORIGIN_PARENT,
+                    source.task,
+                    source.location,
+                    source.reason or f"{outer.kind} was cancelled",
+                    source.span_context,
+                )
+                return
+        info = self.task_cancel_info(record.task) if self.task_cancel_info else None
+        record.cancel = info or CancelInfo(semconv.ORIGIN_EXTERNAL, "", "")
+
+    def _enclosing(self, record: ScopeRecord) -> list[ScopeRecord]:
+        entry = self._by_task.get(id(record.task))
+        if entry is None:
+            return []
+        stack = entry.records
+        return stack[: stack.index(record)] if record in stack else list(stack)
+
+    # --- exit -------------------------------------------------------------------------------
+
+    def exit_begin(
+        self, obj: object, exit_task: Any, frame: FrameType | None
+    ) -> ScopeRecord | None:
+        """Take ``obj`` off its task's stack and record any violation of this exit."""
+        record = self._by_scope.pop(id(obj), None)
+        if record is None:
+            return None
+        if record.obj is not obj:  # an id reused by another object: not ours
+            self._by_scope[id(obj)] = record
+            return None
+        entry = self._by_task.get(id(record.task))
+        stack = entry.records if entry is not None else []
+        if exit_task is not record.task:
+            if record in stack:
+                stack.remove(record)
+            self._violate(
+                record,
+                semconv.KIND_CROSS_TASK_EXIT,
+                classify.cross_task_cause(record, exit_task, frames.frame_ids(frame)),
+                exit_task,
+                frame,
+            )
+        elif stack and stack[-1] is record:
+            stack.pop()
+        elif record in stack:
+            innermost = stack[-1]
+            stack.remove(record)
+            self._violate(
+                record,
+                semconv.KIND_NON_LIFO_EXIT,
+                classify.non_lifo_cause(record, innermost),
+                exit_task,
+                frame,
+                detail=f"{innermost.kind} entered at {frames.location(innermost.frames)} "
+                "was still open inside it",
+            )
+        return record
+
+    def _violate(
+        self,
+        record: ScopeRecord,
+        kind: str,
+        cause: str,
+        exit_task: Any,
+        frame: FrameType | None,
+        detail: str = "",
+    ) -> None:
+        exit_frames, _, _ = frames.capture(frame, max(self.stack_depth, 1))
+        record.violations.append(
+            Violation(
+                kind=kind,
+                cause=cause,
+                scope_kind=record.kind,
+                enter_task=record.task_name,
+                exit_task=exit_task.get_name() if exit_task is not None else "",
+                asyncgen=record.asyncgen,
+                enter_frames=record.frames,
+                exit_frames=exit_frames,
+                detail=detail,
+            )
+        )
+
+    def finish(self, record: ScopeRecord, facts: ExitFacts) -> None:
+        """Hand a completed exit to the sink."""
+        record.exited = True
+        self.sink.exited(record, facts)
+
+    # --- task end ---------------------------------------------------------------------------
+
+    def _task_done(self, task: Any) -> None:
+        entry = self._by_task.pop(id(task), None)
+        if entry is None or not entry.records:
+            return
+        for record in reversed(entry.records):
+            if record.asyncgen_frame:
+                # Left open inside an async generator: the generator may still be closed by
+                # the loop's finalizer (reported then as a cross-task exit). Keep the record.
+                continue
+            self._by_scope.pop(id(record.obj), None)
+            self._leak(record, "the task that entered it finished")
+        entry.records.clear()
+
+    def _forget_task(self, key: int, _ref: object = None) -> None:
+        entry = self._by_task.get(key)
+        if entry is not None and entry.task_ref() is None:
+            del self._by_task[key]
+
+    def close_loop(self) -> None:
+        """The loop closed: every scope still entered has leaked."""
+        for record in list(self._by_scope.values()):
+            self._leak(record, "the event loop closed")
+        self._by_scope.clear()
+        self._by_task.clear()
+
+    def _leak(self, record: ScopeRecord, why: str) -> None:
+        violation = Violation(
+            kind=semconv.KIND_SCOPE_LEAKED,
+            cause=semconv.CAUSE_UNKNOWN,
+            scope_kind=record.kind,
+            enter_task=record.task_name,
+            exit_task="",
+            asyncgen=record.asyncgen,
+            enter_frames=record.frames,
+            exit_frames=(),
+            detail=f"It was never exited: {why} with the scope still entered.",
+        )
+        record.violations.append(violation)
+        record.exited = True
+        self.sink.leaked(record, violation)
+
+    def active_count(self) -> int:
+        """Scopes currently tracked."""
+        return len(self._by_scope)

@@ -1,0 +1,94 @@
+"""The scope tracker shared by the anyio and asyncio scope wrappers while instrumenting."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from scopewatch import semconv
+from scopewatch._core import frames
+from scopewatch._core.tracker import ExitFacts, ScopeTracker
+from scopewatch._safety import Part
+from scopewatch.telemetry.scopes import ScopeTelemetry
+
+if TYPE_CHECKING:
+    from scopewatch._core.records import ScopeRecord
+    from scopewatch._runtime import Runtime
+
+PART = Part("cancel-scope instrumentation")
+tracker: ScopeTracker | None = None
+_users = 0
+
+
+def acquire(runtime: Runtime) -> ScopeTracker:
+    """The tracker for ``runtime``, created by the first scope module installed."""
+    global tracker, _users
+    if tracker is None:
+        settings = runtime.settings
+        tracker = ScopeTracker(ScopeTelemetry(runtime), settings.stack_depth, settings.max_tracked)
+        runtime.extras["scopes"] = tracker
+        PART.reset()
+    _users += 1
+    return tracker
+
+
+def release() -> None:
+    """Drop the tracker when the last scope module is uninstalled."""
+    global tracker, _users
+    _users = max(0, _users - 1)
+    if _users == 0:
+        tracker = None
+
+
+def current_task() -> Any:
+    """The running asyncio task, or ``None`` (no loop, or not inside a task)."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
+
+
+def finish_exit(
+    scope_tracker: ScopeTracker,
+    record: ScopeRecord,
+    exit_task: Any,
+    outcome_of: Any,
+    error: BaseException | None,
+    cancel_called: bool,
+    cancelled_caught: bool,
+    parents: Any = (),
+) -> None:
+    """Resolve the outcome and cancel origin of an exit and hand it to the sink."""
+    outcome = outcome_of(record, error, cancelled_caught)
+    if outcome in (semconv.OUTCOME_CANCELLED, semconv.OUTCOME_DEADLINE_EXCEEDED):
+        scope_tracker.resolve_cancel(record, parents)
+    scope_tracker.finish(
+        record,
+        ExitFacts(
+            exit_task=exit_task.get_name() if exit_task is not None else "",
+            outcome=outcome,
+            cancel_called=cancel_called,
+            cancelled_caught=cancelled_caught,
+            error=error,
+        ),
+    )
+
+
+def outcome(record: ScopeRecord, error: BaseException | None, cancelled_caught: bool) -> str:
+    """``ok``, ``cancelled``, ``deadline_exceeded`` or ``error`` for a scope's exit."""
+    deadline = record.cancel is not None and record.cancel.origin == semconv.ORIGIN_DEADLINE
+    if error is None:
+        if cancelled_caught:
+            return semconv.OUTCOME_DEADLINE_EXCEEDED if deadline else semconv.OUTCOME_CANCELLED
+        return semconv.OUTCOME_OK
+    if isinstance(error, asyncio.CancelledError):
+        return semconv.OUTCOME_CANCELLED
+    if isinstance(error, TimeoutError) and deadline:
+        return semconv.OUTCOME_DEADLINE_EXCEEDED
+    return semconv.OUTCOME_ERROR
+
+
+def user_location(frame: Any) -> str:
+    """``file:line`` of the first user frame at or above ``frame``."""
+    captured, _, _ = frames.capture(frame, 1)
+    return frames.location(captured)

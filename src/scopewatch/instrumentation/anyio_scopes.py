@@ -1,0 +1,241 @@
+"""anyio cancel scopes on the asyncio backend: ``CancelScope``, ``move_on_*``, ``fail_*``, groups.
+
+``anyio.CancelScope`` is only a factory; the real class is ``anyio._backends._asyncio.CancelScope``,
+imported lazily by anyio, so it is patched when that module is imported. Every scope is tracked;
+the creation site (``create_cancel_scope`` caller) tells ``move_on_after`` from ``fail_at`` and
+user scopes from anyio's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+from typing import TYPE_CHECKING, Any
+
+import wrapt
+
+from scopewatch import semconv
+from scopewatch._core import frames
+from scopewatch.instrumentation import _scope_state as state
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from types import CodeType, FrameType, ModuleType
+
+BACKEND = "anyio._backends._asyncio"
+_PENDING_LIMIT = 4096
+_CONTEXTLIB_FILE = contextlib.__file__
+
+_active = False
+_originals: dict[str, Any] = {}
+_patched: Any = None
+_pending: dict[int, tuple[object, str, bool]] = {}
+"""Scopes created through the public API but not yet entered: id -> (scope, kind, user)."""
+_api_kinds: dict[CodeType, str] = {}
+_task_group_aenter: CodeType | None = None
+_deadline_callback: CodeType | None = None
+
+
+def install(runtime: Any) -> None:
+    """Patch the anyio asyncio backend now or when it is imported."""
+    global _active
+    state.acquire(runtime)
+    _active = True
+    if BACKEND in sys.modules:
+        _patch(sys.modules[BACKEND])
+    else:
+        wrapt.register_post_import_hook(_on_import, BACKEND)
+
+
+def uninstall() -> None:
+    """Restore every original and make the import hook inert."""
+    global _active, _patched
+    _active = False
+    if _patched is not None:
+        scope_class, backend_class = _patched
+        for name in ("__enter__", "__exit__", "cancel"):
+            setattr(scope_class, name, _originals[name])
+        backend_class.create_cancel_scope = _originals["create_cancel_scope"]
+        _patched = None
+    _pending.clear()
+    state.release()
+
+
+def _on_import(module: ModuleType) -> None:
+    if _active and _patched is None:
+        _patch(module)
+
+
+def _patch(module: ModuleType) -> None:
+    global _patched, _task_group_aenter, _deadline_callback
+    import anyio
+    from anyio._core import _tasks
+
+    frames.add_internal_package(anyio.__file__)
+    scope_class = module.CancelScope
+    backend_class = module.AsyncIOBackend
+    _originals.update(
+        __enter__=scope_class.__enter__,
+        __exit__=scope_class.__exit__,
+        cancel=scope_class.cancel,
+        create_cancel_scope=backend_class.__dict__["create_cancel_scope"],
+    )
+    _api_kinds.clear()
+    for name, kind in (
+        ("move_on_after", semconv.SPAN_ANYIO_MOVE_ON_AFTER),
+        ("move_on_at", semconv.SPAN_ANYIO_MOVE_ON_AT),
+        ("fail_after", semconv.SPAN_ANYIO_FAIL_AFTER),
+        ("fail_at", semconv.SPAN_ANYIO_FAIL_AT),
+    ):
+        function = getattr(_tasks, name, None)
+        function = getattr(function, "__wrapped__", function)
+        if function is not None:
+            _api_kinds[function.__code__] = kind
+    _api_kinds[_tasks.CancelScope.__new__.__code__] = semconv.SPAN_ANYIO_CANCEL_SCOPE
+    _task_group_aenter = module.TaskGroup.__aenter__.__code__
+    _deadline_callback = scope_class._timeout.__code__
+    _wrap(scope_class, backend_class)
+    _patched = (scope_class, backend_class)
+
+
+def _wrap(scope_class: type, backend_class: type) -> None:
+    original_enter = _originals["__enter__"]
+    original_exit = _originals["__exit__"]
+    original_cancel = _originals["cancel"]
+    original_create = _originals["create_cancel_scope"].__func__
+    part = state.PART
+
+    def create_cancel_scope(cls: type, *args: Any, **kwargs: Any) -> Any:
+        scope = original_create(cls, *args, **kwargs)
+        if part.enabled:
+            try:
+                _remember_kind(scope, sys._getframe(1))
+            except Exception as error:
+                part.fail(error)
+        return scope
+
+    def __enter__(self: Any) -> Any:
+        result = original_enter(self)
+        if part.enabled:
+            try:
+                _on_enter(self, sys._getframe(1))
+            except Exception as error:
+                part.fail(error)
+        return result
+
+    def __exit__(self: Any, exc_type: Any, exc_val: Any, exc_tb: Any) -> Any:
+        record = None
+        tracker = state.tracker
+        task = state.current_task()
+        if part.enabled and tracker is not None:
+            try:
+                record = tracker.exit_begin(self, task, sys._getframe(1))
+            except Exception as error:
+                part.fail(error)
+        if record is None:
+            return original_exit(self, exc_type, exc_val, exc_tb)
+        try:
+            suppressed = original_exit(self, exc_type, exc_val, exc_tb)
+        except BaseException as raised:
+            _finish(self, record, task, raised)
+            raise
+        _finish(self, record, task, None if suppressed else exc_val)
+        return suppressed
+
+    def cancel(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if part.enabled:
+            try:
+                _on_cancel(self, sys._getframe(1), args, kwargs)
+            except Exception as error:
+                part.fail(error)
+        return original_cancel(self, *args, **kwargs)
+
+    scope_class.__enter__ = __enter__  # type: ignore[attr-defined]
+    scope_class.__exit__ = __exit__  # type: ignore[attr-defined]
+    scope_class.cancel = cancel  # type: ignore[attr-defined]
+    backend_class.create_cancel_scope = classmethod(create_cancel_scope)  # type: ignore[attr-defined]
+
+
+def _remember_kind(scope: object, frame: FrameType | None) -> None:
+    kind = None
+    for _ in range(8):
+        if frame is None:
+            break
+        code = frame.f_code
+        api_kind = _api_kinds.get(code)
+        if api_kind is not None:
+            kind = api_kind
+        elif code.co_filename != _CONTEXTLIB_FILE:
+            break
+        frame = frame.f_back
+    if kind is None:
+        return
+    user = frame is not None and not frames.is_internal(frame.f_code)
+    if len(_pending) >= _PENDING_LIMIT:
+        del _pending[next(iter(_pending))]
+    _pending[id(scope)] = (scope, kind, user)
+
+
+def _on_enter(scope: Any, frame: FrameType) -> None:
+    tracker = state.tracker
+    task = state.current_task()
+    if tracker is None or task is None:
+        return
+    pending = _pending.pop(id(scope), None)
+    if pending is not None and pending[0] is scope:
+        _, kind, user = pending
+    elif frame.f_code is _task_group_aenter:
+        kind = semconv.SPAN_ANYIO_TASK_GROUP
+        caller = frame.f_back
+        user = caller is not None and not frames.is_internal(caller.f_code)
+    else:
+        kind, user = semconv.SPAN_ANYIO_CANCEL_SCOPE, False
+    deadline = scope.deadline
+    timeout = None
+    if deadline != math.inf:
+        timeout = max(0.0, deadline - task.get_loop().time())
+    tracker.enter(scope, kind, user, task, frame, timeout, scope.shield)
+
+
+def _on_cancel(scope: Any, frame: FrameType, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    tracker = state.tracker
+    if tracker is None or tracker.record_of(scope) is None:
+        return
+    reason = kwargs.get("reason", args[0] if args else None) or ""
+    location = ""
+    if frame.f_code is _deadline_callback:
+        origin = semconv.ORIGIN_DEADLINE
+        reason = reason or "deadline exceeded"
+    else:
+        origin = (
+            semconv.ORIGIN_PARENT if frames.is_internal(frame.f_code) else semconv.ORIGIN_EXPLICIT
+        )
+        location = state.user_location(frame)
+    tracker.cancel_requested(scope, origin, state.current_task(), location, str(reason))
+
+
+def _parents(scope: Any) -> Iterator[object]:
+    parent = getattr(scope, "_parent_scope", None)
+    while parent is not None:
+        yield parent
+        parent = getattr(parent, "_parent_scope", None)
+
+
+def _finish(scope: Any, record: Any, task: Any, error: BaseException | None) -> None:
+    tracker = state.tracker
+    if tracker is None or not state.PART.enabled:
+        return
+    try:
+        state.finish_exit(
+            tracker,
+            record,
+            task,
+            state.outcome,
+            error,
+            scope.cancel_called,
+            scope.cancelled_caught,
+            _parents(scope),
+        )
+    except Exception as failure:
+        state.PART.fail(failure)

@@ -1,0 +1,199 @@
+"""``asyncio.timeout`` / ``timeout_at`` and ``asyncio.TaskGroup`` (Python 3.11+).
+
+asyncio never checks which task exits these: a timeout exited in another task silently cancels
+the wrong task later. The wrappers record enter and exit so the tracker can say so.
+``__aenter__``/``__aexit__`` are library coroutine methods; the user's coroutines are untouched.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+from scopewatch import semconv
+from scopewatch._core import frames
+from scopewatch.instrumentation import _scope_state as state
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+_PENDING_LIMIT = 4096
+_originals: list[tuple[type, str, Any]] = []
+_pending_kinds: dict[int, tuple[object, str]] = {}
+
+
+def install(runtime: Any) -> None:
+    """Patch ``asyncio.timeouts.Timeout`` and ``asyncio.TaskGroup`` when Python has them."""
+    state.acquire(runtime)
+    if sys.version_info >= (3, 11):
+        _install()
+
+
+def _install() -> None:
+    import asyncio.taskgroups
+    import asyncio.timeouts
+
+    timeout_class = asyncio.timeouts.Timeout
+    group_class = asyncio.taskgroups.TaskGroup
+    timeout_code = asyncio.timeouts.timeout.__code__
+    _patch(timeout_class, "__init__", _timeout_init(timeout_class.__init__, timeout_code))
+    _patch(timeout_class, "__aenter__", _aenter(timeout_class.__aenter__, _timeout_kind))
+    _patch(timeout_class, "__aexit__", _aexit(timeout_class.__aexit__, _timeout_cancel_called))
+    _patch(timeout_class, "_on_timeout", _on_timeout(timeout_class.__dict__["_on_timeout"]))
+    _patch(group_class, "__aenter__", _aenter(group_class.__aenter__, _group_kind))
+    _patch(group_class, "__aexit__", _aexit(group_class.__aexit__, _group_cancel_called))
+    _patch(group_class, "_abort", _abort(group_class.__dict__["_abort"]))
+
+
+def uninstall() -> None:
+    """Restore every original."""
+    while _originals:
+        owner, name, original = _originals.pop()
+        setattr(owner, name, original)
+    _pending_kinds.clear()
+    state.release()
+
+
+def _patch(owner: type, name: str, replacement: Any) -> None:
+    _originals.append((owner, name, owner.__dict__[name]))
+    setattr(owner, name, replacement)
+
+
+def _timeout_kind(timeout: Any) -> str:
+    pending = _pending_kinds.pop(id(timeout), None)
+    if pending is not None and pending[0] is timeout:
+        return pending[1]
+    return semconv.SPAN_ASYNCIO_TIMEOUT_AT
+
+
+def _group_kind(group: Any) -> str:
+    del group
+    return semconv.SPAN_ASYNCIO_TASK_GROUP
+
+
+def _timeout_cancel_called(timeout: Any) -> bool:
+    return bool(timeout.expired())
+
+
+def _group_cancel_called(group: Any) -> bool:
+    return bool(getattr(group, "_aborting", False))
+
+
+def _timeout_init(original: Callable[..., None], timeout_code: Any) -> Callable[..., None]:
+    part = state.PART
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        if part.enabled and sys._getframe(1).f_code is timeout_code:
+            if len(_pending_kinds) >= _PENDING_LIMIT:
+                del _pending_kinds[next(iter(_pending_kinds))]
+            _pending_kinds[id(self)] = (self, semconv.SPAN_ASYNCIO_TIMEOUT)
+
+    return __init__
+
+
+def _aenter(original: Callable[..., Any], kind_of: Callable[[Any], str]) -> Callable[..., Any]:
+    part = state.PART
+
+    async def __aenter__(self: Any) -> Any:
+        result = await original(self)
+        if part.enabled:
+            try:
+                _on_enter(self, kind_of(self), sys._getframe(1))
+            except Exception as error:
+                part.fail(error)
+        return result
+
+    return __aenter__
+
+
+def _on_enter(scope: Any, kind: str, frame: Any) -> None:
+    tracker = state.tracker
+    task = state.current_task()
+    if tracker is None or task is None:
+        return
+    when = scope.when() if hasattr(scope, "when") else None
+    timeout = None if when is None else max(0.0, when - task.get_loop().time())
+    user = not frames.is_internal(frame.f_code)
+    tracker.enter(scope, kind, user, task, frame, timeout)
+
+
+def _aexit(
+    original: Callable[..., Any], cancel_called: Callable[[Any], bool]
+) -> Callable[..., Any]:
+    part = state.PART
+
+    async def __aexit__(self: Any, exc_type: Any, exc_val: Any, exc_tb: Any) -> Any:
+        record = None
+        tracker = state.tracker
+        task = state.current_task()
+        if part.enabled and tracker is not None:
+            try:
+                record = tracker.exit_begin(self, task, sys._getframe(1))
+            except Exception as error:
+                part.fail(error)
+        if record is None:
+            return await original(self, exc_type, exc_val, exc_tb)
+        try:
+            suppressed = await original(self, exc_type, exc_val, exc_tb)
+        except BaseException as raised:
+            _finish(self, record, task, raised, cancel_called)
+            raise
+        _finish(self, record, task, None if suppressed else exc_val, cancel_called)
+        return suppressed
+
+    return __aexit__
+
+
+def _finish(
+    scope: Any,
+    record: Any,
+    task: Any,
+    error: BaseException | None,
+    cancel_called: Callable[[Any], bool],
+) -> None:
+    tracker = state.tracker
+    if tracker is None or not state.PART.enabled:
+        return
+    try:
+        state.finish_exit(tracker, record, task, state.outcome, error, cancel_called(scope), False)
+    except Exception as failure:
+        state.PART.fail(failure)
+
+
+def _on_timeout(original: Callable[[Any], None]) -> Callable[[Any], None]:
+    part = state.PART
+
+    def _on_timeout(self: Any) -> None:
+        tracker = state.tracker
+        if part.enabled and tracker is not None:
+            try:
+                tracker.cancel_requested(
+                    self, semconv.ORIGIN_DEADLINE, None, "", "deadline exceeded"
+                )
+            except Exception as error:
+                part.fail(error)
+        original(self)
+
+    return _on_timeout
+
+
+def _abort(original: Callable[[Any], None]) -> Callable[[Any], None]:
+    part = state.PART
+
+    def _abort(self: Any) -> None:
+        tracker = state.tracker
+        if part.enabled and tracker is not None:
+            try:
+                tracker.cancel_requested(
+                    self,
+                    semconv.ORIGIN_PARENT,
+                    state.current_task(),
+                    state.user_location(sys._getframe(1)),
+                    "task group aborted: a child task failed or the body raised",
+                )
+            except Exception as error:
+                part.fail(error)
+        original(self)
+
+    return _abort
