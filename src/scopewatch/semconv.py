@@ -114,6 +114,10 @@ SESSION_KIND_CLAUDE_SDK_CLIENT: Final = "claude_agent_sdk.ClaudeSDKClient"
 
 ALERT_RULE: Final = "scopewatch.alert.rule"
 ALERT_ACTION: Final = "scopewatch.alert.action"
+ALERT_ACTION_LOG: Final = "log"
+ALERT_ACTION_DEBUGPY: Final = "debugpy"
+EXCEPTION_MESSAGE: Final = "exception.message"
+"""OpenTelemetry's key; the ``scopewatch.violation`` event carries the explanation in it."""
 
 # --- metrics ----------------------------------------------------------------------------------
 METRIC_VIOLATIONS: Final = "scopewatch.violations"
