@@ -266,17 +266,11 @@ class ScopeTracker:
     # --- task end ---------------------------------------------------------------------------
 
     def _task_done(self, task: Any) -> None:
-        entry = self._by_task.pop(id(task), None)
-        if entry is None or not entry.records:
-            return
-        for record in reversed(entry.records):
-            if record.asyncgen_frame:
-                # Left open inside an async generator: the generator may still be closed by
-                # the loop's finalizer (reported then as a cross-task exit). Keep the record.
-                continue
-            self._by_scope.pop(id(record.obj), None)
-            self._leak(record, "the task that entered it finished")
-        entry.records.clear()
+        # Scopes still entered are orphaned, not yet leaked: a stored client or exit stack is
+        # often closed later from another task (reported then as a cross-task exit), and an
+        # abandoned generator is closed by the loop's finalizer. They stay in ``_by_scope``;
+        # whatever is still entered when the loop closes is reported as leaked.
+        self._by_task.pop(id(task), None)
 
     def _forget_task(self, key: int, _ref: object = None) -> None:
         entry = self._by_task.get(key)

@@ -1,0 +1,457 @@
+"""anyio cancel scopes (asyncio backend): spans, outcomes, cancel origins and violations."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+
+import anyio
+import pytest
+
+from scopewatch import semconv
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+HERE = __file__
+
+
+def attrs(span):
+    return dict(span.attributes or {})
+
+
+def event(span, name):
+    return next(dict(e.attributes or {}) for e in span.events if e.name == name)
+
+
+# --- kinds, outcomes and origins ---------------------------------------------------------------
+
+
+def test_move_on_after_deadline_is_a_span_with_deadline_origin(instrument):
+    telemetry = instrument()
+
+    async def main() -> bool:
+        with anyio.move_on_after(0.01) as scope:
+            await anyio.sleep(1)
+        return scope.cancelled_caught
+
+    assert anyio.run(main) is True
+    (span,) = telemetry.spans(semconv.SPAN_ANYIO_MOVE_ON_AFTER)
+    a = attrs(span)
+    assert a[semconv.SCOPE_OUTCOME] == semconv.OUTCOME_DEADLINE_EXCEEDED
+    assert a[semconv.CANCEL_ORIGIN] == semconv.ORIGIN_DEADLINE
+    assert a[semconv.SCOPE_CANCELLED_CAUGHT] is True
+    assert 0 < a[semconv.SCOPE_TIMEOUT] <= 0.01
+    assert a[semconv.CODE_FILE] == HERE
+    assert a[semconv.CODE_FUNCTION].endswith("main")
+    assert a[semconv.CANCEL_LOCATION] == f"{HERE}:{a[semconv.CODE_LINE]}"
+    assert event(span, semconv.EVENT_CANCEL)[semconv.CANCEL_REASON]
+    assert not telemetry.violation_spans()
+
+
+def test_fail_after_raises_timeout_error_unchanged_and_is_deadline_exceeded(instrument):
+    telemetry = instrument()
+
+    async def main() -> None:
+        with anyio.fail_after(0.01):
+            await anyio.sleep(1)
+
+    with pytest.raises(TimeoutError):
+        anyio.run(main)
+    (span,) = telemetry.spans(semconv.SPAN_ANYIO_FAIL_AFTER)
+    assert attrs(span)[semconv.SCOPE_OUTCOME] == semconv.OUTCOME_DEADLINE_EXCEEDED
+    assert attrs(span)[semconv.CODE_FILE] == HERE
+
+
+@pytest.mark.skipif(not hasattr(anyio, "move_on_at"), reason="anyio < 4.15 has no move_on_at")
+def test_move_on_at_and_fail_at_kinds(instrument):
+    telemetry = instrument(spans="all")
+
+    async def main() -> None:
+        with anyio.move_on_at(anyio.current_time() + 5):
+            pass
+        with anyio.fail_at(anyio.current_time() + 5):
+            pass
+
+    anyio.run(main)
+    names = [span.name for span in telemetry.spans()]
+    assert semconv.SPAN_ANYIO_MOVE_ON_AT in names
+    assert semconv.SPAN_ANYIO_FAIL_AT in names
+
+
+def test_explicit_cancel_names_the_cancelling_task_and_line(instrument):
+    telemetry = instrument()
+
+    async def main() -> None:
+        scope = anyio.CancelScope()
+
+        async def canceller() -> None:
+            await anyio.sleep(0.01)
+            scope.cancel()  # CANCEL-LINE
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(canceller, name="the-canceller")
+            with scope:
+                await anyio.sleep(1)
+
+    anyio.run(main)
+    (span,) = telemetry.spans(semconv.SPAN_ANYIO_CANCEL_SCOPE)
+    a = attrs(span)
+    assert a[semconv.SCOPE_OUTCOME] == semconv.OUTCOME_CANCELLED
+    assert a[semconv.CANCEL_ORIGIN] == semconv.ORIGIN_EXPLICIT
+    assert a[semconv.CANCEL_TASK] == "the-canceller"
+    line = next(n for n, text in enumerate(open(HERE), 1) if "# CANCEL-LINE" in text)
+    assert a[semconv.CANCEL_LOCATION] == f"{HERE}:{line}"
+
+
+def test_inner_scope_cancelled_by_outer_has_parent_origin(instrument):
+    telemetry = instrument()
+
+    async def main() -> None:
+        with anyio.move_on_after(0.01):
+            with anyio.CancelScope():
+                await anyio.sleep(1)
+
+    anyio.run(main)
+    (inner,) = telemetry.spans(semconv.SPAN_ANYIO_CANCEL_SCOPE)
+    assert attrs(inner)[semconv.SCOPE_OUTCOME] == semconv.OUTCOME_CANCELLED
+    assert attrs(inner)[semconv.CANCEL_ORIGIN] == semconv.ORIGIN_PARENT
+
+
+def test_child_task_scope_cancelled_by_failing_sibling_has_parent_origin(instrument):
+    telemetry = instrument()
+
+    async def fails() -> None:
+        await anyio.sleep(0.01)
+        raise ValueError("boom")
+
+    async def waits() -> None:
+        with anyio.CancelScope():
+            await anyio.sleep(1)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waits)
+            tg.start_soon(fails)
+
+    with pytest.raises(BaseExceptionGroup) as caught:
+        anyio.run(main)
+    assert caught.group_contains(ValueError)
+    (inner,) = telemetry.spans(semconv.SPAN_ANYIO_CANCEL_SCOPE)
+    assert attrs(inner)[semconv.CANCEL_ORIGIN] == semconv.ORIGIN_PARENT
+    (group,) = telemetry.spans(semconv.SPAN_ANYIO_TASK_GROUP)
+    assert attrs(group)[semconv.SCOPE_OUTCOME] == semconv.OUTCOME_ERROR
+    assert not telemetry.violation_spans()
+
+
+# --- span modes ----------------------------------------------------------------------------------
+
+
+async def nested_ok() -> None:
+    with anyio.CancelScope():
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.sleep, 0)
+            with anyio.move_on_after(5, shield=True):
+                await anyio.sleep(0)
+
+
+def test_all_mode_nests_spans_and_internal_scopes_are_not_spans(instrument):
+    telemetry = instrument(spans="all")
+    anyio.run(nested_ok)
+    spans = {span.name: span for span in telemetry.spans()}
+    assert set(spans) == {
+        semconv.SPAN_ANYIO_CANCEL_SCOPE,
+        semconv.SPAN_ANYIO_TASK_GROUP,
+        semconv.SPAN_ANYIO_MOVE_ON_AFTER,
+    }
+    outer = spans[semconv.SPAN_ANYIO_CANCEL_SCOPE]
+    group = spans[semconv.SPAN_ANYIO_TASK_GROUP]
+    inner = spans[semconv.SPAN_ANYIO_MOVE_ON_AFTER]
+    assert group.parent is not None and group.parent.span_id == outer.context.span_id
+    assert inner.parent is not None and inner.parent.span_id == group.context.span_id
+    assert attrs(inner)[semconv.SCOPE_SHIELD] is True
+    assert all(attrs(s)[semconv.SCOPE_OUTCOME] == semconv.OUTCOME_OK for s in spans.values())
+
+
+def test_anomalies_mode_exports_only_anomalous_scopes_with_true_parent(instrument):
+    telemetry = instrument()
+    tracer = telemetry.tracer_provider.get_tracer("test")
+
+    async def main() -> None:
+        anyio.run
+        await nested_ok()
+        with tracer.start_as_current_span("request"):
+            with anyio.move_on_after(0.01):
+                await anyio.sleep(1)
+
+    anyio.run(main)
+    request = telemetry.spans("request")[0]
+    (late,) = [s for s in telemetry.spans() if s.name != "request"]
+    assert late.name == semconv.SPAN_ANYIO_MOVE_ON_AFTER
+    assert late.parent is not None and late.parent.span_id == request.context.span_id
+    assert late.start_time < late.end_time
+
+
+def test_slow_scope_is_anomalous(instrument):
+    telemetry = instrument(slow_threshold=0.01)
+
+    async def main() -> None:
+        with anyio.CancelScope():
+            await anyio.sleep(0.03)
+
+    anyio.run(main)
+    (span,) = telemetry.spans()
+    assert attrs(span)[semconv.SCOPE_OUTCOME] == semconv.OUTCOME_OK
+
+
+def test_none_mode_exports_nothing_but_violations(instrument):
+    telemetry = instrument(spans="none")
+
+    async def main() -> None:
+        await nested_ok()
+        with anyio.move_on_after(0.001):
+            await anyio.sleep(1)
+
+    anyio.run(main)
+    assert telemetry.spans() == []
+    points = telemetry.points(semconv.METRIC_SCOPE_DURATION)
+    assert {p.attributes[semconv.SCOPE_OUTCOME] for p in points} >= {
+        semconv.OUTCOME_OK,
+        semconv.OUTCOME_DEADLINE_EXCEEDED,
+    }
+
+
+def test_scope_duration_histogram_uses_seconds_buckets(instrument):
+    telemetry = instrument()
+    anyio.run(nested_ok)
+    points = telemetry.points(semconv.METRIC_SCOPE_DURATION)
+    kinds = {p.attributes[semconv.SCOPE_KIND] for p in points}
+    assert semconv.SPAN_ANYIO_MOVE_ON_AFTER in kinds
+    assert tuple(points[0].explicit_bounds) == semconv.SECONDS_BUCKETS
+
+
+# --- violations ----------------------------------------------------------------------------------
+
+
+async def holds_group() -> AsyncIterator[int]:
+    async with anyio.create_task_group():  # GEN-ENTER
+        yield 1
+        yield 2
+
+
+def gen_enter_line() -> int:
+    return next(n for n, text in enumerate(open(HERE), 1) if "# GEN-ENTER" in text)
+
+
+def test_abandoned_generator_closed_by_finalizer_is_explained(instrument):
+    telemetry = instrument()
+    errors: list[BaseException] = []
+
+    async def consumer() -> None:
+        async for _ in holds_group():
+            break
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda loop, ctx: errors.append(ctx["exception"])
+        )
+        task = asyncio.create_task(consumer(), name="consumer")
+        try:
+            await task
+            gc.collect()
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            pass  # the finalizer's cross-task exit really cancels the host task (anyio's bug)
+        await asyncio.sleep(0.01)
+        gc.collect()  # the finished aclose() task reports its unretrieved RuntimeError when freed
+
+    asyncio.run(main())
+    (span,) = telemetry.violation_spans(semconv.KIND_CROSS_TASK_EXIT)
+    a = attrs(span)
+    assert span.name == semconv.SPAN_ANYIO_TASK_GROUP
+    assert a[semconv.VIOLATION_CAUSE] == semconv.CAUSE_ASYNCGEN_FINALIZER
+    assert a[semconv.ASYNCGEN] == "holds_group"
+    assert a[semconv.ENTER_TASK] == "consumer"
+    assert a[semconv.EXIT_TASK] != "consumer"
+    assert a[semconv.CROSS_TASK] is True
+    assert a[semconv.CODE_LINE] == gen_enter_line()
+    assert span.status.status_code.name == "ERROR"
+    ev = event(span, semconv.EVENT_VIOLATION)
+    assert f"line {gen_enter_line()}, in holds_group" in ev[semconv.CODE_STACKTRACE]
+    assert "holds_group" in ev[semconv.EXIT_STACKTRACE]
+    (error,) = [e for e in errors if isinstance(e, RuntimeError)]
+    assert str(error) == "Attempted to exit cancel scope in a different task than it was entered in"
+    if sys.version_info >= (3, 11):
+        (note,) = error.__notes__
+        assert "cross_task_exit (asyncgen_finalizer)" in note
+        assert "'consumer'" in note and f"{HERE}:{gen_enter_line()}" in note
+        assert "holds_group" in note and "aclosing" in note
+    (point,) = telemetry.points(semconv.METRIC_VIOLATIONS)
+    assert point.value == 1
+    assert dict(point.attributes) == {
+        semconv.VIOLATION_KIND: semconv.KIND_CROSS_TASK_EXIT,
+        semconv.VIOLATION_CAUSE: semconv.CAUSE_ASYNCGEN_FINALIZER,
+        semconv.SCOPE_KIND: semconv.SPAN_ANYIO_TASK_GROUP,
+    }
+
+
+def test_generator_open_at_loop_end_is_closed_by_shutdown_asyncgens(instrument):
+    telemetry = instrument()
+    keep: list[object] = []
+
+    async def main() -> None:
+        gen = holds_group()
+        keep.append(gen)  # still referenced: only shutdown_asyncgens() will close it
+        await gen.__anext__()
+
+    asyncio.run(main())
+    (span,) = telemetry.violation_spans(semconv.KIND_CROSS_TASK_EXIT)
+    assert attrs(span)[semconv.VIOLATION_CAUSE] == semconv.CAUSE_ASYNCGEN_SHUTDOWN
+    assert attrs(span)[semconv.ASYNCGEN] == "holds_group"
+
+
+class Client:
+    """A client that keeps its resources on an exit stack, like many SDK clients do."""
+
+    def __init__(self) -> None:
+        self.stack = AsyncExitStack()
+
+    async def connect(self) -> None:
+        await self.stack.enter_async_context(anyio.create_task_group())
+
+    async def close(self) -> None:
+        await self.stack.aclose()
+
+
+def test_exit_stack_closed_from_another_task(instrument):
+    telemetry = instrument()
+
+    async def main() -> BaseException | None:
+        client = Client()
+        await asyncio.create_task(client.connect(), name="connector")
+        try:
+            await asyncio.create_task(client.close(), name="closer")
+        except RuntimeError as error:
+            return error
+        return None
+
+    error = asyncio.run(main())
+    assert isinstance(error, RuntimeError)
+    (span,) = telemetry.violation_spans()
+    a = attrs(span)
+    assert a[semconv.VIOLATION_KIND] == semconv.KIND_CROSS_TASK_EXIT
+    assert a[semconv.VIOLATION_CAUSE] == semconv.CAUSE_OTHER_TASK
+    assert (a[semconv.ENTER_TASK], a[semconv.EXIT_TASK]) == ("connector", "closer")
+    assert a[semconv.CODE_FUNCTION].endswith("Client.connect")
+    if sys.version_info >= (3, 11):
+        assert "'connector'" in error.__notes__[0] and "'closer'" in error.__notes__[0]
+
+
+def test_exit_stacks_closed_first_in_first_out(instrument):
+    telemetry = instrument()
+
+    async def main() -> BaseException | None:
+        first, second = AsyncExitStack(), AsyncExitStack()
+        first.enter_context(anyio.CancelScope())
+        second.enter_context(anyio.CancelScope())
+        try:
+            await first.aclose()
+        except RuntimeError as error:
+            await second.aclose()
+            return error
+        return None
+
+    error = asyncio.run(main())
+    assert isinstance(error, RuntimeError)
+    (span,) = telemetry.violation_spans()
+    assert attrs(span)[semconv.VIOLATION_KIND] == semconv.KIND_NON_LIFO_EXIT
+    assert attrs(span)[semconv.VIOLATION_CAUSE] == semconv.CAUSE_EXIT_ORDER
+
+
+async def scoped_numbers(label: str) -> AsyncIterator[str]:
+    with anyio.CancelScope():
+        yield f"{label}1"
+        yield f"{label}2"
+
+
+def test_interleaved_generators(instrument):
+    telemetry = instrument()
+
+    async def main() -> BaseException | None:
+        a, b = scoped_numbers("a"), scoped_numbers("b")
+        await a.__anext__()
+        await b.__anext__()
+        try:
+            await a.aclose()
+        except RuntimeError as error:
+            await b.aclose()
+            return error
+        return None
+
+    assert isinstance(asyncio.run(main()), RuntimeError)
+    (span,) = telemetry.violation_spans()
+    assert attrs(span)[semconv.VIOLATION_KIND] == semconv.KIND_NON_LIFO_EXIT
+    assert attrs(span)[semconv.VIOLATION_CAUSE] == semconv.CAUSE_INTERLEAVED_GENERATORS
+    assert attrs(span)[semconv.ASYNCGEN] == "scoped_numbers"
+
+
+def test_each_step_in_a_fresh_task(instrument):
+    telemetry = instrument()
+
+    async def main() -> list[str]:
+        gen = scoped_numbers("x")
+        first = await asyncio.ensure_future(gen.__anext__())
+        try:
+            await asyncio.ensure_future(gen.__anext__())
+            await asyncio.ensure_future(gen.__anext__())
+        except (RuntimeError, StopAsyncIteration):
+            pass
+        return [first]
+
+    assert asyncio.run(main()) == ["x1"]
+    spans = telemetry.violation_spans(semconv.KIND_CROSS_TASK_EXIT)
+    assert spans
+    assert attrs(spans[0])[semconv.VIOLATION_CAUSE] == semconv.CAUSE_PER_STEP_TASK
+
+
+# --- correct programs ----------------------------------------------------------------------------
+
+
+def test_correct_programs_produce_zero_violations(instrument):
+    telemetry = instrument(spans="all")
+
+    async def child_fails() -> None:
+        raise KeyError("child")
+
+    def in_thread() -> str:
+        async def scoped() -> str:
+            with anyio.move_on_after(1):
+                await anyio.sleep(0)
+            return "thread-ok"
+
+        return anyio.from_thread.run(scoped)
+
+    async def main() -> str:
+        await nested_ok()
+        with anyio.move_on_after(0.001):
+            await anyio.sleep(1)
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(0.001):
+                await anyio.sleep(1)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(child_fails)
+                tg.start_soon(anyio.sleep, 1)
+        except BaseExceptionGroup:
+            pass
+        lock = anyio.Lock()
+        async with lock:
+            await anyio.to_thread.run_sync(lambda: None)
+        return await anyio.to_thread.run_sync(in_thread)
+
+    assert anyio.run(main) == "thread-ok"
+    assert telemetry.violation_spans() == []
+    assert telemetry.points(semconv.METRIC_VIOLATIONS) == []
+    assert len(telemetry.spans()) >= 5
