@@ -13,6 +13,9 @@ import pytest
 
 from scopewatch import semconv
 
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 HERE = __file__
