@@ -24,7 +24,8 @@ Bugs (every ``BUG_EVERY`` rounds, in turn):
 
 Environment: ``SCOPEWATCH_EXAMPLE_ROUNDS`` (0 = forever, the default),
 ``SCOPEWATCH_EXAMPLE_PACE`` (multiplies every sleep; default 1.0),
-``SCOPEWATCH_EXAMPLE_BUG_EVERY`` (default 5).
+``SCOPEWATCH_EXAMPLE_BUG_EVERY`` (default 5). On Python 3.10, which has no ``asyncio.timeout``,
+``anyio.move_on_after`` stands in for it (bug 2 then makes anyio raise in the step task).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import gc
 import logging
 import os
 import random
+import sys
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -57,6 +59,7 @@ def _env_number(name: str, default: float) -> float:
 PACE = _env_number("SCOPEWATCH_EXAMPLE_PACE", 1.0)
 ROUNDS = int(_env_number("SCOPEWATCH_EXAMPLE_ROUNDS", 0))
 BUG_EVERY = max(1, int(_env_number("SCOPEWATCH_EXAMPLE_BUG_EVERY", 5)))
+ASYNCIO_TIMEOUT = sys.version_info >= (3, 11)
 
 
 async def nap(seconds: float) -> None:
@@ -81,11 +84,15 @@ async def handle_request(request: int, lock: asyncio.Lock) -> None:
                 tg.start_soon(fetch_price, request * 10 + item)
     async with lock:  # contended: every request of the round wants it
         await nap(0.005)
-    try:
-        async with asyncio.timeout(0.2 * PACE):
+    if ASYNCIO_TIMEOUT:
+        try:
+            async with asyncio.timeout(0.2 * PACE):
+                await nap(random.choice((0.01, 0.3)))
+        except TimeoutError:
+            pass
+    else:
+        with anyio.move_on_after(0.2 * PACE):
             await nap(random.choice((0.01, 0.3)))
-    except TimeoutError:
-        pass
 
 
 async def search_with_fallback() -> None:
@@ -102,8 +109,12 @@ async def search_with_fallback() -> None:
 
 async def background_job() -> None:
     """A job with a generous deadline of its own."""
-    async with asyncio.timeout(10 * PACE):
-        await nap(5)
+    if ASYNCIO_TIMEOUT:
+        async with asyncio.timeout(10 * PACE):
+            await nap(5)
+    else:
+        with anyio.fail_after(10 * PACE):
+            await nap(5)
 
 
 async def cancel_a_straggler() -> None:
@@ -156,10 +167,16 @@ async def bug_abandoned_generator() -> None:
 
 async def ticker() -> AsyncIterator[int]:
     """A generator with a timeout around its whole life."""
-    async with asyncio.timeout(30):
-        for tick in range(3):
-            await nap(0.002)
-            yield tick
+    if ASYNCIO_TIMEOUT:
+        async with asyncio.timeout(30):
+            for tick in range(3):
+                await nap(0.002)
+                yield tick
+    else:
+        with anyio.move_on_after(30):
+            for tick in range(3):
+                await nap(0.002)
+                yield tick
 
 
 async def bug_per_step_tasks() -> None:
