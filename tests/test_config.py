@@ -96,8 +96,16 @@ def test_invalid_kwarg_does_not_raise():
 
 @pytest.mark.parametrize(
     ("host", "loopback"),
-    [("127.0.0.1", True), ("127.8.0.1", True), ("::1", True), ("[::1]", True)]
-    + [("localhost", True), ("0.0.0.0", False), ("10.0.0.2", False), ("example.org", False)],
+    [
+        ("127.0.0.1", True),
+        ("127.8.0.1", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("10.0.0.2", False),
+        ("example.org", False),
+    ],
 )
 def test_loopback_detection(host, loopback):
     assert is_loopback(host) is loopback
