@@ -11,7 +11,10 @@ FEATURE_MODULES: dict[str, tuple[str, ...]] = {
         "scopewatch.instrumentation.asyncio_scopes",
     ),
     "tasks": (),
-    "locks": (),
+    "locks": (
+        "scopewatch.instrumentation.asyncio_locks",
+        "scopewatch.instrumentation.anyio_locks",
+    ),
     "sessions": (),
 }
 """Feature name (``OTEL_PYTHON_SCOPEWATCH_INSTRUMENT``) -> modules installed for it, in order."""

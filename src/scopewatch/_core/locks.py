@@ -1,0 +1,310 @@
+"""Bookkeeping for instrumented locks: names, creation sites and current holders; no OpenTelemetry.
+
+The lock wrappers call :func:`hold_started` after every acquisition and :func:`hold_ended`
+after every release. Holders are kept in two dicts keyed by ``id(lock)`` whose entries hold the
+lock strongly until it is released (so an id is never reused while an entry exists); their size
+is bounded by :data:`limits` ``max_holds``. Names and creation sites live in a weak map.
+
+Hooks for other features:
+
+* :func:`held_locks` -- the locks a task still holds (the tasks feature calls it when a task ends
+  and turns each into a ``scopewatch.lock.held_at_end`` event).
+* :data:`deadline_probes` -- callables ``(task) -> bool`` telling whether the cancellation a task
+  is receiving comes from an expired deadline (the lock wait outcome is then ``timed_out``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from scopewatch import semconv
+from scopewatch._core import frames
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import CodeType, FrameType
+
+MAX_NAMES = 100
+"""Distinct ``scopewatch.lock.name`` values; later ones are reported as ``other``."""
+HOLD_SAMPLE_EVERY = 64
+"""One uncontended hold in this many has its duration recorded (every contended one is)."""
+MAX_SITES = 10_000
+"""Bound of the creation-site string cache."""
+
+ACTIVE = False
+"""Whether lock wrappers do anything (a plain module global: the hot path reads it first)."""
+
+
+class _Limits:
+    __slots__ = ("max_holds",)
+
+    def __init__(self) -> None:
+        self.max_holds = 100_000
+
+
+limits = _Limits()
+"""Bounds set from the settings at install (``max_holds`` = ``MAX_TRACKED``)."""
+
+deadline_probes: list[Callable[[Any], bool]] = []
+"""``(task) -> bool``: whether ``task`` is being cancelled because a deadline expired."""
+
+
+class LockInfo:
+    """What is known about one lock object: its kind, creation site and user-given name."""
+
+    __slots__ = ("generation", "kind", "labels", "parent", "site", "user_name")
+
+    def __init__(self, kind: str, site: str) -> None:
+        self.kind = kind
+        self.site = site
+        self.user_name: str | None = None
+        self.parent: LockInfo | None = None
+        """The owner whose name and kind this lock reports (a Condition's own lock)."""
+        self.labels: tuple[str, str] | None = None
+        self.generation = -1
+
+
+@dataclass(frozen=True)
+class HeldLock:
+    """A lock a task still held (see :func:`held_locks`)."""
+
+    kind: str
+    name: str
+    held_for: float
+    """Seconds since it was acquired, ``-1.0`` when unknown (only sampled holds are timed)."""
+
+
+_infos: weakref.WeakKeyDictionary[object, LockInfo] = weakref.WeakKeyDictionary()
+_names: set[str] = set()
+_generation = 0
+_sites: dict[tuple[CodeType, int], str] = {}
+
+# id(lock) -> (lock, owner, start, sampled) for one-holder locks; -> (lock, [(owner, start,
+# sampled), ...]) for semaphores and capacity limiters.
+binary_holds: dict[int, tuple[Any, Any, float, bool]] = {}
+multi_holds: dict[int, tuple[Any, list[tuple[Any, float, bool]]]] = {}
+tick = [1]
+"""Countdown to the next sampled uncontended hold (a list: the wrappers update it in place)."""
+
+
+def activate(max_holds: int) -> None:
+    """Start bookkeeping (a new ``instrument()``): names are counted afresh."""
+    global ACTIVE, _generation
+    limits.max_holds = max_holds
+    _names.clear()
+    _generation += 1
+    tick[0] = 1
+    binary_holds.clear()
+    multi_holds.clear()
+    ACTIVE = True
+
+
+def deactivate() -> None:
+    """Stop bookkeeping and forget every holder."""
+    global ACTIVE
+    ACTIVE = False
+    binary_holds.clear()
+    multi_holds.clear()
+
+
+# --- names -------------------------------------------------------------------------------------
+
+
+def creation_site(frame: FrameType | None) -> str:
+    """``module:line`` of the first frame outside asyncio, anyio, contextlib and scopewatch."""
+    walked = 0
+    while frame is not None and walked < 32:
+        code = frame.f_code
+        if not frames.is_internal(code):
+            key = (code, frame.f_lineno)
+            site = _sites.get(key)
+            if site is None:
+                module = frame.f_globals.get("__name__") or code.co_filename
+                site = f"{module}:{frame.f_lineno}"
+                if len(_sites) < MAX_SITES:
+                    _sites[key] = site
+            return site
+        frame = frame.f_back
+        walked += 1
+    return semconv.LOCK_NAME_UNKNOWN
+
+
+def register(lock: object, kind: str, site: str) -> LockInfo:
+    """Remember the kind and creation site of a new lock."""
+    info = _infos.get(lock)
+    if info is None:
+        info = LockInfo(kind, site)
+        try:
+            _infos[lock] = info
+        except TypeError:  # not weak-referenceable: report it without a name
+            return info
+    else:  # __init__ ran twice (anyio's __new__ + __init__): keep the user's name
+        info.kind = kind
+        info.site = site
+        info.generation = -1
+    return info
+
+
+def info_for(lock: object, kind: str) -> LockInfo:
+    """The info of ``lock``, created on first use for locks made before instrumenting."""
+    info = _infos.get(lock)
+    if info is None:
+        info = register(lock, kind, semconv.LOCK_NAME_UNKNOWN)
+    return info
+
+
+def link(inner: object, inner_kind: str, owner: object, owner_kind: str) -> None:
+    """Make ``inner`` (e.g. a Condition's own lock) report the name and kind of ``owner``."""
+    info_for(inner, inner_kind).parent = info_for(owner, owner_kind)
+    _bump()
+
+
+def set_name(lock: object, name: str, kind: str) -> None:
+    """Give ``lock`` a user name (the public ``scopewatch.name``)."""
+    info_for(lock, kind).user_name = name
+    _bump()
+
+
+def _bump() -> None:
+    global _generation
+    _generation += 1
+
+
+def labels(info: LockInfo) -> tuple[str, str]:
+    """``(kind, name)`` to report, with the name cardinality capped at :data:`MAX_NAMES`."""
+    if info.labels is not None and info.generation == _generation:
+        return info.labels
+    source = info
+    depth = 0
+    while source.user_name is None and source.parent is not None and depth < 8:
+        source = source.parent
+        depth += 1
+    name = source.user_name if source.user_name is not None else source.site
+    if name not in _names:
+        if len(_names) >= MAX_NAMES:
+            name = semconv.LOCK_NAME_OVERFLOW
+        else:
+            _names.add(name)
+    info.labels = (source.kind, name)
+    info.generation = _generation
+    return info.labels
+
+
+# --- holders -----------------------------------------------------------------------------------
+
+
+def sample() -> bool:
+    """Whether this uncontended hold is the one in :data:`HOLD_SAMPLE_EVERY` to time."""
+    left = tick[0] - 1
+    if left:
+        tick[0] = left
+        return False
+    tick[0] = HOLD_SAMPLE_EVERY
+    return True
+
+
+def room_for_holds() -> bool:
+    """Whether the holder tables are below their bound (checked on sampled holds only)."""
+    return len(binary_holds) + len(multi_holds) < limits.max_holds
+
+
+def trim_holds() -> None:
+    """Forget the oldest half of the holders (locks acquired and never released)."""
+    for table in (binary_holds, multi_holds):
+        for key in list(table)[: len(table) // 2 + 1]:
+            table.pop(key, None)
+
+
+def hold_started(lock: object, owner: Any, sampled: bool, multi: bool) -> None:
+    """``owner`` (a task, or a CapacityLimiter borrower) now holds ``lock``."""
+    if sampled and not room_for_holds():
+        trim_holds()
+    start = time.perf_counter()
+    if not multi:
+        binary_holds[id(lock)] = (lock, owner, start, sampled)
+        return
+    entry = multi_holds.get(id(lock))
+    if entry is None:
+        multi_holds[id(lock)] = (lock, [(owner, start, sampled)])
+    elif len(entry[1]) < 4096:
+        entry[1].append((owner, start, sampled))
+
+
+def hold_ended(
+    lock: object, owner: Any, multi: bool, current_task: Callable[[], Any] | None = None
+) -> float | None:
+    """``lock`` was released; the hold's seconds if it was sampled.
+
+    Args:
+        lock: the lock.
+        owner: the releasing holder (a CapacityLimiter borrower), or ``None``.
+        multi: the lock has several holders (semaphores, limiters).
+        current_task: finds the releasing task when ``owner`` is ``None`` and several hold it.
+    """
+    if not multi:
+        entry = binary_holds.pop(id(lock), None)
+        if entry is None or not entry[3]:
+            return None
+        return time.perf_counter() - entry[2]
+    found = multi_holds.get(id(lock))
+    if found is None:
+        return None
+    holders = found[1]
+    index = 0
+    if owner is None and current_task is not None and len(holders) > 1:
+        owner = current_task()
+    for position, holder in enumerate(holders):
+        if holder[0] is owner:
+            index = position
+            break
+    _, start, sampled = holders.pop(index)
+    if not holders:
+        del multi_holds[id(lock)]
+    return time.perf_counter() - start if sampled else None
+
+
+def held_locks(task: Any) -> list[HeldLock]:
+    """The locks ``task`` holds right now (call it when the task ends).
+
+    Cost is proportional to the number of locks currently held in the process.
+    """
+    now = time.perf_counter()
+    held: list[HeldLock] = []
+    for lock, owner, start, _ in list(binary_holds.values()):
+        if owner is task:
+            kind, name = labels(_info_or_unknown(lock))
+            held.append(HeldLock(kind, name, now - start if start else -1.0))
+    for lock, holders in list(multi_holds.values()):
+        for owner, start, _ in holders:
+            if owner is task:
+                kind, name = labels(_info_or_unknown(lock))
+                held.append(HeldLock(kind, name, now - start))
+    return held
+
+
+def _info_or_unknown(lock: object) -> LockInfo:
+    info = _infos.get(lock)
+    return info if info is not None else LockInfo(type(lock).__name__, semconv.LOCK_NAME_UNKNOWN)
+
+
+def deadline_expired(task: Any) -> bool:
+    """Whether any probe says ``task``'s cancellation comes from an expired deadline."""
+    for probe in list(deadline_probes):
+        try:
+            if probe(task):
+                return True
+        except Exception:  # a probe reading another library's internals must never hurt
+            deadline_probes.remove(probe)
+    return False
+
+
+def caller_frame(depth: int) -> FrameType | None:
+    """``sys._getframe(depth + 1)``, or ``None`` when the stack is shorter."""
+    try:
+        return sys._getframe(depth + 1)
+    except ValueError:
+        return None

@@ -1,0 +1,337 @@
+"""Wrapper factories shared by the asyncio and anyio lock modules, and a patch/restore ledger.
+
+Hot path (uncontended acquisition): one module-global read, one cheap "would this wait?" check
+on the lock's own state, the original coroutine, and a dict store of the holder. Only contended
+acquisitions are timed and reported; they take a separate coroutine (:func:`_contended`).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import types
+from collections.abc import Callable
+from typing import Any
+
+from scopewatch import semconv
+from scopewatch._core import locks as core
+from scopewatch.telemetry import locks as telemetry
+
+Check = Callable[[Any], Any]
+_MISSING = object()
+
+
+def fail(error: Exception) -> None:
+    """Switch every lock wrapper off and log once (re-raises under the project's tests)."""
+    core.ACTIVE = False
+    telemetry.PART.fail(error)
+
+
+class Patches:
+    """Attributes replaced on classes, restored exactly by :meth:`restore`."""
+
+    def __init__(self) -> None:
+        self._saved: list[tuple[type, str, Any]] = []
+
+    def patch(self, cls: type, name: str, make: Callable[[Any], Any]) -> None:
+        """Replace ``cls.name`` by ``make(original)``; the original may be inherited."""
+        own = cls.__dict__.get(name, _MISSING)
+        self._saved.append((cls, name, own))
+        setattr(cls, name, make(getattr(cls, name)))
+
+    def restore(self) -> None:
+        """Put every original back (or remove the override when it was inherited)."""
+        while self._saved:
+            cls, name, own = self._saved.pop()
+            if own is _MISSING:
+                delattr(cls, name)
+            else:
+                setattr(cls, name, own)
+
+    def __bool__(self) -> bool:
+        return bool(self._saved)
+
+
+def asyncio_current_task() -> Callable[[], Any]:
+    """The fastest ``asyncio.current_task`` returning ``None`` outside a loop or task."""
+    import asyncio
+    from asyncio import events, tasks
+
+    current = asyncio.current_task
+    table = getattr(tasks, "_current_tasks", None)
+    get_loop = getattr(events, "_get_running_loop", None)
+    if isinstance(current, types.BuiltinFunctionType) or table is None or get_loop is None:
+        return safe_current_task(current)
+    get = table.get  # Python-level current_task (3.10, 3.11): skip its extra call
+
+    def current_task() -> Any:
+        return get(get_loop())
+
+    current_task.table = table  # type: ignore[attr-defined]
+    current_task.get_loop = get_loop  # type: ignore[attr-defined]
+    return current_task
+
+
+def safe_current_task(current: Callable[[], Any]) -> Callable[[], Any]:
+    """``current()``, or ``None`` outside a task / event loop."""
+
+    def current_task() -> Any:
+        try:
+            return current()
+        except Exception:
+            return None
+
+    return current_task
+
+
+def is_cancellation(error: BaseException) -> bool:
+    """Whether ``error`` is asyncio's ``CancelledError`` or trio's ``Cancelled``."""
+    name = type(error).__name__
+    return name == "CancelledError" or (
+        name == "Cancelled" and type(error).__module__.startswith("trio")
+    )
+
+
+def make_init(original: Any, kind_of: Callable[[type], str]) -> Any:
+    """``__init__`` that also records the creation site."""
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        if core.ACTIVE:
+            try:
+                core.register(self, kind_of(type(self)), core.creation_site(sys._getframe(1)))
+            except Exception as error:
+                fail(error)
+
+    return __init__
+
+
+def make_acquire(
+    original: Any,
+    kind: str,
+    busy: Check,
+    contended_check: Check,
+    multi: bool,
+    current_task: Callable[[], Any],
+    borrower_arg: bool = False,
+    nowait_inside: bool = False,
+) -> Any:
+    """An async ``acquire`` (or ``acquire_on_behalf_of``) wrapper.
+
+    Args:
+        original: the unbound original coroutine function.
+        kind: the lock kind reported when the lock has no recorded kind.
+        busy: cheap "might this wait?" test on the lock's own state.
+        contended_check: exact "will this wait?" test, run only when ``busy`` said yes.
+        multi: several holders at once (semaphores, limiters).
+        current_task: the running task (the holder), ``None`` outside one.
+        borrower_arg: the holder is the first positional argument (CapacityLimiter).
+        nowait_inside: the original calls an (also wrapped) ``*_nowait`` method that records
+            uncontended holds itself.
+    """
+    if multi or borrower_arg or nowait_inside:
+        return _make_general_acquire(
+            original, kind, contended_check, busy, multi, current_task, borrower_arg,
+            nowait_inside,
+        )  # fmt: skip
+    holds = core.binary_holds
+    tick = core.tick
+    perf_counter = time.perf_counter
+    every = core.HOLD_SAMPLE_EVERY
+    get_task, get_loop = _task_lookup(current_task)
+
+    async def acquire(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not core.ACTIVE:
+            return await original(self, *args, **kwargs)
+        try:
+            waiting = busy(self)
+        except Exception as error:
+            fail(error)
+            waiting = False
+        if waiting:
+            return await _contended(
+                self, original, args, kwargs, kind, contended_check, False, current_task,
+                False, False,
+            )  # fmt: skip
+        result = await original(self, *args, **kwargs)
+        try:
+            left = tick[0] - 1
+            if left:
+                tick[0] = left
+                holds[id(self)] = (self, get_task(get_loop()), 0.0, False)
+            else:
+                tick[0] = every
+                if not core.room_for_holds():
+                    core.trim_holds()
+                holds[id(self)] = (self, current_task(), perf_counter(), True)
+        except Exception as error:
+            fail(error)
+        return result
+
+    acquire.__wrapped__ = original  # type: ignore[attr-defined]
+    return acquire
+
+
+def _no_loop() -> None:
+    return None
+
+
+def _task_lookup(current_task: Callable[[], Any]) -> tuple[Callable[[Any], Any], Any]:
+    """``(get, get_loop)`` with ``get(get_loop())`` = the current task, as cheap as it gets."""
+    table = getattr(current_task, "table", None)
+    if table is not None:
+        return table.get, current_task.get_loop  # type: ignore[attr-defined]
+    return (lambda _: current_task()), _no_loop
+
+
+def _make_general_acquire(
+    original: Any,
+    kind: str,
+    contended_check: Check,
+    busy: Check,
+    multi: bool,
+    current_task: Callable[[], Any],
+    borrower_arg: bool,
+    nowait_inside: bool,
+) -> Any:
+    async def acquire(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not core.ACTIVE:
+            return await original(self, *args, **kwargs)
+        try:
+            waiting = busy(self)
+        except Exception as error:
+            fail(error)
+            waiting = False
+        if waiting:
+            return await _contended(
+                self, original, args, kwargs, kind, contended_check, multi, current_task,
+                borrower_arg, nowait_inside,
+            )  # fmt: skip
+        result = await original(self, *args, **kwargs)
+        if not nowait_inside and core.ACTIVE:
+            try:
+                owner = args[0] if borrower_arg else current_task()
+                core.hold_started(self, owner, core.sample(), multi)
+            except Exception as error:
+                fail(error)
+        return result
+
+    acquire.__wrapped__ = original  # type: ignore[attr-defined]
+    return acquire
+
+
+async def _contended(
+    lock: Any,
+    original: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    kind: str,
+    contended_check: Check,
+    multi: bool,
+    current_task: Callable[[], Any],
+    borrower_arg: bool,
+    nowait_inside: bool,
+) -> Any:
+    try:
+        contended = bool(contended_check(lock))
+    except Exception as error:
+        fail(error)
+        contended = False
+    start = time.perf_counter()
+    try:
+        result = await original(lock, *args, **kwargs)
+    except BaseException as raised:
+        if contended and core.ACTIVE and is_cancellation(raised):
+            waited = time.perf_counter() - start
+            try:
+                task = current_task()
+                outcome = (
+                    semconv.LOCK_OUTCOME_TIMED_OUT
+                    if task is not None and core.deadline_expired(task)
+                    else semconv.LOCK_OUTCOME_CANCELLED
+                )
+                metrics = telemetry.current
+                if metrics is not None:
+                    metrics.waited(lock, kind, waited, outcome)
+            except Exception as error:
+                fail(error)
+        raise
+    if core.ACTIVE:
+        waited = time.perf_counter() - start
+        try:
+            owner = args[0] if borrower_arg else current_task()
+            metrics = telemetry.current
+            if contended:
+                if metrics is not None:
+                    metrics.waited(lock, kind, waited, semconv.LOCK_OUTCOME_ACQUIRED)
+                core.hold_started(lock, owner, True, multi)
+            elif not nowait_inside:
+                core.hold_started(lock, owner, core.sample(), multi)
+        except Exception as error:
+            fail(error)
+    return result
+
+
+def make_acquire_nowait(
+    original: Any,
+    multi: bool,
+    current_task: Callable[[], Any],
+    borrower_arg: bool = False,
+) -> Any:
+    """A synchronous ``acquire_nowait`` wrapper (never contended: it raises instead of waiting)."""
+
+    def acquire_nowait(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, *args, **kwargs)
+        if core.ACTIVE:
+            try:
+                owner = args[0] if borrower_arg else current_task()
+                core.hold_started(self, owner, core.sample(), multi)
+            except Exception as error:
+                fail(error)
+        return result
+
+    acquire_nowait.__wrapped__ = original  # type: ignore[attr-defined]
+    return acquire_nowait
+
+
+def make_release(
+    original: Any,
+    kind: str,
+    multi: bool,
+    current_task: Callable[[], Any],
+    borrower_arg: bool = False,
+) -> Any:
+    """A ``release`` (or ``release_on_behalf_of``) wrapper ending the hold."""
+    holds = core.binary_holds
+    perf_counter = time.perf_counter
+
+    def release_binary(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, *args, **kwargs)
+        if holds:
+            try:
+                entry = holds.pop(id(self), None)
+                if entry is not None and entry[3]:
+                    metrics = telemetry.current
+                    if metrics is not None and core.ACTIVE:
+                        metrics.held(self, kind, perf_counter() - entry[2])
+            except Exception as error:
+                fail(error)
+        return result
+
+    def release(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, *args, **kwargs)
+        if core.ACTIVE:
+            try:
+                owner = args[0] if borrower_arg else None
+                seconds = core.hold_ended(self, owner, multi, current_task)
+                if seconds is not None:
+                    metrics = telemetry.current
+                    if metrics is not None:
+                        metrics.held(self, kind, seconds)
+            except Exception as error:
+                fail(error)
+        return result
+
+    chosen = release if multi else release_binary
+    chosen.__wrapped__ = original  # type: ignore[attr-defined]
+    return chosen

@@ -1,0 +1,283 @@
+"""anyio ``Lock``, ``Semaphore``, ``Condition`` and ``CapacityLimiter``.
+
+``anyio.Lock()`` etc. are factories returning backend classes (``anyio._backends._asyncio.Lock``
+...), which anyio imports lazily; each module is patched when it is imported (a post-import hook,
+inert after ``uninstall()``). asyncio backend: all four. trio backend: ``Lock`` and ``Semaphore``
+(its ``CapacityLimiter`` delegates straight to trio and is not measured). ``Condition`` is
+measured through its lock, which reports the Condition's name and kind. The ``*Adapter`` classes
+(created outside an event loop) report through the backend object they create on first use.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import wrapt
+
+from scopewatch import semconv
+from scopewatch._core import frames
+from scopewatch._core import locks as core
+from scopewatch.instrumentation import _lock_wrappers as wrappers
+from scopewatch.telemetry import locks as telemetry
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from scopewatch._runtime import Runtime
+
+ASYNCIO_BACKEND = "anyio._backends._asyncio"
+TRIO_BACKEND = "anyio._backends._trio"
+SYNCHRONIZATION = "anyio._core._synchronization"
+
+_active = False
+_hooks_registered = False
+_patches = wrappers.Patches()
+_patched_modules: set[str] = set()
+
+_KINDS = {
+    "Lock": semconv.LOCK_KIND_ANYIO_LOCK,
+    "Semaphore": semconv.LOCK_KIND_ANYIO_SEMAPHORE,
+    "CapacityLimiter": semconv.LOCK_KIND_ANYIO_CAPACITY_LIMITER,
+    "Condition": semconv.LOCK_KIND_ANYIO_CONDITION,
+}
+
+
+def _kind_of(cls: type) -> str:
+    for base in cls.__mro__:
+        kind = _KINDS.get(base.__name__.removesuffix("Adapter"))
+        if kind is not None:
+            return kind
+    return cls.__qualname__
+
+
+def install(runtime: Runtime) -> None:
+    """Patch the anyio lock classes now, or when their modules are imported."""
+    global _active, _hooks_registered
+    telemetry.start(runtime)
+    _active = True
+    if _asyncio_deadline not in core.deadline_probes:
+        core.deadline_probes.append(_asyncio_deadline)
+    for name in (ASYNCIO_BACKEND, TRIO_BACKEND, SYNCHRONIZATION):
+        if name in sys.modules:
+            _on_import(sys.modules[name])
+        elif not _hooks_registered:
+            wrapt.register_post_import_hook(_on_import, name)
+    _hooks_registered = True
+
+
+def uninstall() -> None:
+    """Restore every original and make the import hooks inert."""
+    global _active
+    _active = False
+    _patches.restore()
+    _patched_modules.clear()
+    if _asyncio_deadline in core.deadline_probes:
+        core.deadline_probes.remove(_asyncio_deadline)
+    telemetry.stop()
+
+
+def _on_import(module: ModuleType) -> None:
+    if not _active or module.__name__ in _patched_modules:
+        return
+    try:
+        import anyio
+
+        frames.add_internal_package(anyio.__file__)
+        if module.__name__ == ASYNCIO_BACKEND:
+            _patch_asyncio_backend(module)
+        elif module.__name__ == TRIO_BACKEND:
+            _patch_trio_backend(module)
+        else:
+            _patch_synchronization(module)
+        _patched_modules.add(module.__name__)
+    except Exception as error:
+        wrappers.fail(error)
+
+
+# --- asyncio backend ---------------------------------------------------------------------------
+
+
+def _lock_busy(lock: Any) -> Any:
+    return lock._owner_task is not None or lock._waiters
+
+
+def _semaphore_busy(lock: Any) -> Any:
+    return lock._value <= 0 or lock._waiters
+
+
+def _limiter_busy(limiter: Any) -> Any:
+    return limiter._wait_queue or len(limiter._borrowers) >= limiter._total_tokens
+
+
+def _patch_asyncio_backend(module: ModuleType) -> None:
+
+    current = wrappers.asyncio_current_task()
+    lock_kind = semconv.LOCK_KIND_ANYIO_LOCK
+    semaphore_kind = semconv.LOCK_KIND_ANYIO_SEMAPHORE
+    limiter_kind = semconv.LOCK_KIND_ANYIO_CAPACITY_LIMITER
+    for cls_name, kind, busy, multi in (
+        ("Lock", lock_kind, _lock_busy, False),
+        ("Semaphore", semaphore_kind, _semaphore_busy, True),
+    ):
+        cls = getattr(module, cls_name, None)
+        if cls is None or "acquire" not in cls.__dict__:  # anyio < 4.5: no backend class
+            continue
+        _patch_common(cls, kind, busy, multi, current)
+    limiter = getattr(module, "CapacityLimiter", None)
+    if limiter is not None and "acquire_on_behalf_of" in limiter.__dict__:
+        _patches.patch(limiter, "__init__", _init)
+        _patches.patch(
+            limiter,
+            "acquire_on_behalf_of",
+            lambda original: wrappers.make_acquire(
+                original,
+                limiter_kind,
+                _limiter_busy,
+                _limiter_busy,
+                True,
+                current,
+                borrower_arg=True,
+                nowait_inside=True,
+            ),
+        )
+        _patches.patch(
+            limiter,
+            "acquire_on_behalf_of_nowait",
+            lambda original: wrappers.make_acquire_nowait(
+                original, True, current, borrower_arg=True
+            ),
+        )
+        _patches.patch(
+            limiter,
+            "release_on_behalf_of",
+            lambda original: wrappers.make_release(
+                original, limiter_kind, True, current, borrower_arg=True
+            ),
+        )
+
+
+def _patch_common(cls: type, kind: str, busy: Any, multi: bool, current: Any) -> None:
+    _patches.patch(cls, "__init__", _init)
+    _patches.patch(
+        cls,
+        "acquire",
+        lambda original: wrappers.make_acquire(original, kind, busy, busy, multi, current),
+    )
+    if "acquire_nowait" in cls.__dict__:
+        _patches.patch(
+            cls,
+            "acquire_nowait",
+            lambda original: wrappers.make_acquire_nowait(original, multi, current),
+        )
+    _patches.patch(
+        cls, "release", lambda original: wrappers.make_release(original, kind, multi, current)
+    )
+
+
+def _init(original: Any) -> Any:
+    return wrappers.make_init(original, _kind_of)
+
+
+def _asyncio_deadline(task: Any) -> bool:
+    """Whether an anyio scope of ``task`` was cancelled because its deadline passed."""
+    module = sys.modules.get(ASYNCIO_BACKEND)
+    if module is None:
+        return False
+    state = module._task_states.get(task)
+    scope = state.cancel_scope if state is not None else None
+    if scope is None:
+        return False
+    now = task.get_loop().time()
+    depth = 0
+    while scope is not None and depth < 64:
+        if scope._cancel_called and scope.deadline <= now:
+            return True
+        scope = scope._parent_scope
+        depth += 1
+    return False
+
+
+# --- trio backend ------------------------------------------------------------------------------
+
+
+def _trio_lock_busy(lock: Any) -> Any:
+    return lock.locked()
+
+
+def _trio_semaphore_busy(lock: Any) -> Any:
+    return lock.value <= 0
+
+
+def _patch_trio_backend(module: ModuleType) -> None:
+    import trio
+
+    current = wrappers.safe_current_task(trio.lowlevel.current_task)
+    for cls_name, kind, busy, multi in (
+        ("Lock", semconv.LOCK_KIND_ANYIO_LOCK, _trio_lock_busy, False),
+        ("Semaphore", semconv.LOCK_KIND_ANYIO_SEMAPHORE, _trio_semaphore_busy, True),
+    ):
+        cls = getattr(module, cls_name, None)
+        if cls is None or "acquire" not in cls.__dict__:
+            continue
+        _patch_common(cls, kind, busy, multi, current)
+
+
+# --- backend-neutral classes -------------------------------------------------------------------
+
+
+def _patch_synchronization(module: ModuleType) -> None:
+    condition = module.Condition
+    _patches.patch(condition, "__init__", _condition_init)
+    for adapter_name, getter, attribute in (
+        ("LockAdapter", "_lock", "_internal_lock"),
+        ("SemaphoreAdapter", "_semaphore", "_internal_semaphore"),
+        ("CapacityLimiterAdapter", "_limiter", "_internal_limiter"),
+    ):
+        adapter = getattr(module, adapter_name, None)
+        if adapter is None or not isinstance(adapter.__dict__.get(getter), property):
+            continue
+        _patches.patch(adapter, "__init__", _init)
+        _patches.patch(adapter, getter, _adapter_property(attribute))
+
+
+def _condition_init(original: Any) -> Any:
+    def __init__(self: Any, lock: Any = None, *args: Any, **kwargs: Any) -> None:
+        original(self, lock, *args, **kwargs)
+        if core.ACTIVE:
+            try:
+                core.register(self, semconv.LOCK_KIND_ANYIO_CONDITION, _site())
+                if lock is None:  # its own lock reports the Condition's name and kind
+                    core.link(
+                        self._lock, semconv.LOCK_KIND_ANYIO_LOCK,
+                        self, semconv.LOCK_KIND_ANYIO_CONDITION,
+                    )  # fmt: skip
+            except Exception as error:
+                wrappers.fail(error)
+
+    return __init__
+
+
+def _site() -> str:
+    return core.creation_site(sys._getframe(2))
+
+
+def _adapter_property(attribute: str) -> Any:
+    def make(original: property) -> property:
+        fget = original.fget
+        assert fget is not None
+
+        def getter(self: Any) -> Any:
+            fresh = getattr(self, attribute) is None
+            inner = fget(self)
+            if fresh and core.ACTIVE:
+                try:
+                    kind = _kind_of(type(self))
+                    core.link(inner, kind, self, kind)
+                except Exception as error:
+                    wrappers.fail(error)
+            return inner
+
+        return property(getter, original.fset, original.fdel, original.__doc__)
+
+    return make

@@ -1,0 +1,116 @@
+"""``asyncio.Lock``, ``Semaphore``, ``BoundedSemaphore`` and ``Condition``.
+
+They are pure-Python classes in ``asyncio.locks``, so their methods are replaced on the class
+(every instance, including ones created before instrumenting, which report the name
+``unknown``). ``Condition`` borrows its lock's bound ``acquire``/``release`` at ``__init__``, so
+it is measured through that lock, which reports the Condition's name and kind. ``__aenter__`` /
+``__aexit__`` call ``acquire``/``release`` and need no patch. ``BoundedSemaphore.release`` ends in
+``Semaphore.release`` and is measured there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import TYPE_CHECKING, Any
+
+from scopewatch import semconv
+from scopewatch._core import locks as core
+from scopewatch.instrumentation import _lock_wrappers as wrappers
+from scopewatch.telemetry import locks as telemetry
+
+if TYPE_CHECKING:
+    from scopewatch._runtime import Runtime
+
+_patches = wrappers.Patches()
+_current_task = wrappers.asyncio_current_task()
+_KINDS: tuple[tuple[type, str], ...] = (
+    (asyncio.BoundedSemaphore, semconv.LOCK_KIND_ASYNCIO_BOUNDED_SEMAPHORE),
+    (asyncio.Semaphore, semconv.LOCK_KIND_ASYNCIO_SEMAPHORE),
+    (asyncio.Condition, semconv.LOCK_KIND_ASYNCIO_CONDITION),
+    (asyncio.Lock, semconv.LOCK_KIND_ASYNCIO_LOCK),
+)
+_kind_cache: dict[type, str] = {}
+
+
+def kind_of(cls: type) -> str:
+    """The reported kind of an asyncio lock class (a user subclass reports its asyncio base)."""
+    kind = _kind_cache.get(cls)
+    if kind is None:
+        kind = next((k for base, k in _KINDS if issubclass(cls, base)), cls.__qualname__)
+        _kind_cache[cls] = kind
+    return kind
+
+
+def _lock_busy(lock: Any) -> Any:
+    return lock._locked or lock._waiters
+
+
+def _lock_contended(lock: Any) -> bool:
+    return bool(lock._locked) or any(not w.cancelled() for w in lock._waiters or ())
+
+
+def _semaphore_busy(lock: Any) -> Any:
+    return lock._value <= 0 or lock._waiters
+
+
+def _semaphore_contended(lock: Any) -> bool:
+    return bool(lock.locked())
+
+
+def install(runtime: Runtime) -> None:
+    """Patch the asyncio lock classes."""
+    telemetry.start(runtime)
+    if _patches:
+        return
+    lock_kind = semconv.LOCK_KIND_ASYNCIO_LOCK
+    semaphore_kind = semconv.LOCK_KIND_ASYNCIO_SEMAPHORE
+    current = _current_task
+    for cls in (asyncio.Lock, asyncio.Semaphore):
+        _patches.patch(cls, "__init__", lambda original: wrappers.make_init(original, kind_of))
+    _patches.patch(
+        asyncio.Lock,
+        "acquire",
+        lambda original: wrappers.make_acquire(
+            original, lock_kind, _lock_busy, _lock_contended, False, current
+        ),
+    )
+    _patches.patch(
+        asyncio.Lock,
+        "release",
+        lambda original: wrappers.make_release(original, lock_kind, False, current),
+    )
+    _patches.patch(
+        asyncio.Semaphore,
+        "acquire",
+        lambda original: wrappers.make_acquire(
+            original, semaphore_kind, _semaphore_busy, _semaphore_contended, True, current
+        ),
+    )
+    _patches.patch(
+        asyncio.Semaphore,
+        "release",
+        lambda original: wrappers.make_release(original, semaphore_kind, True, current),
+    )
+    _patches.patch(asyncio.Condition, "__init__", _condition_init)
+
+
+def uninstall() -> None:
+    """Restore every original method."""
+    _patches.restore()
+    telemetry.stop()
+
+
+def _condition_init(original: Any) -> Any:
+    def __init__(self: Any, lock: Any = None, *args: Any, **kwargs: Any) -> None:
+        original(self, lock, *args, **kwargs)
+        if core.ACTIVE:
+            try:
+                kind = kind_of(type(self))
+                core.register(self, kind, core.creation_site(sys._getframe(1)))
+                if lock is None:  # its own lock reports the Condition's name and kind
+                    core.link(self._lock, semconv.LOCK_KIND_ASYNCIO_LOCK, self, kind)
+            except Exception as error:
+                wrappers.fail(error)
+
+    return __init__

@@ -1,0 +1,187 @@
+"""Lock facts -> ``scopewatch.lock.*`` metrics and ``scopewatch.lock.held_at_end`` events.
+
+Cost design: an uncontended acquisition makes no SDK call at all. Contentions are counted in a
+local dict reported by an ``ObservableCounter`` at collection time; wait durations (contended
+acquisitions only) and hold durations (every contended hold plus one uncontended hold in
+``HOLD_SAMPLE_EVERY``) are appended to the runtime's ``DeferredHistogram`` buffers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from scopewatch import semconv
+from scopewatch._core import locks as core
+from scopewatch._safety import Part
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from opentelemetry.metrics import Meter
+    from opentelemetry.trace import Span
+
+    from scopewatch._runtime import Runtime
+    from scopewatch.telemetry.metrics import DeferredHistogram
+
+PART = Part("lock instrumentation")
+
+
+class _Contentions:
+    """Cumulative contention counts of one meter, reported by its ObservableCounter."""
+
+    __slots__ = ("__weakref__", "active", "counts")
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+        self.active = False
+
+    def observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        del options
+        return [
+            Observation(count, {semconv.LOCK_KIND: kind, semconv.LOCK_NAME: name})
+            for (kind, name), count in list(self.counts.items())
+        ]
+
+
+_by_meter: weakref.WeakKeyDictionary[Any, _Contentions] = weakref.WeakKeyDictionary()
+
+
+def _contentions_for(meter: Meter) -> _Contentions:
+    """One counter per meter: the SDK returns the first instrument (and callback) on re-creation."""
+    try:
+        found = _by_meter.get(meter)
+    except TypeError:
+        found = None
+    if found is None:
+        found = _Contentions()
+        meter.create_observable_counter(
+            semconv.METRIC_LOCK_CONTENTIONS,
+            callbacks=[found.observe],
+            unit=semconv.UNIT_ACQUISITION,
+            description="Lock acquisitions that had to wait",
+        )
+        with contextlib.suppress(TypeError):
+            _by_meter[meter] = found
+    return found
+
+
+class LockMetrics:
+    """Records lock waits, holds and contentions for the active runtime."""
+
+    __slots__ = ("_contentions", "_hold", "_hold_attrs", "_wait", "_wait_attrs")
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._wait: DeferredHistogram = runtime.instruments.lock_wait_duration
+        self._hold: DeferredHistogram = runtime.instruments.lock_hold_duration
+        self._contentions = _contentions_for(runtime.meter)
+        self._contentions.active = True
+        self._hold_attrs: dict[tuple[str, str], dict[str, str]] = {}
+        self._wait_attrs: dict[tuple[str, str, str], dict[str, str]] = {}
+
+    def close(self) -> None:
+        """Stop counting into this meter's counter (its cumulative counts stay)."""
+        self._contentions.active = False
+
+    def waited(self, lock: object, kind: str, seconds: float, outcome: str) -> None:
+        """A contended acquisition ended with ``outcome`` after ``seconds``."""
+        if not is_instrumentation_enabled():
+            return
+        key = core.labels(core.info_for(lock, kind))
+        counts = self._contentions.counts
+        counts[key] = counts.get(key, 0) + 1
+        attrs_key = (key[0], key[1], outcome)
+        attributes = self._wait_attrs.get(attrs_key)
+        if attributes is None:
+            attributes = {
+                semconv.LOCK_KIND: key[0],
+                semconv.LOCK_NAME: key[1],
+                semconv.LOCK_OUTCOME: outcome,
+            }
+            self._wait_attrs[attrs_key] = attributes
+        self._wait.record(seconds, attributes)
+
+    def held(self, lock: object, kind: str, seconds: float) -> None:
+        """A sampled hold of ``lock`` lasted ``seconds``."""
+        if not is_instrumentation_enabled():
+            return
+        key = core.labels(core.info_for(lock, kind))
+        attributes = self._hold_attrs.get(key)
+        if attributes is None:
+            attributes = {semconv.LOCK_KIND: key[0], semconv.LOCK_NAME: key[1]}
+            self._hold_attrs[key] = attributes
+        self._hold.record(seconds, attributes)
+
+
+current: LockMetrics | None = None
+_users = 0
+_probe_runtime: Runtime | None = None
+
+
+def start(runtime: Runtime) -> LockMetrics:
+    """Begin lock telemetry (the first lock module installed does it; later ones share it)."""
+    global current, _users, _probe_runtime
+    if current is None:
+        current = LockMetrics(runtime)
+        core.activate(runtime.settings.max_tracked)
+        PART.reset()
+        _probe_runtime = runtime
+        if _tracker_deadline not in core.deadline_probes:
+            core.deadline_probes.append(_tracker_deadline)
+    _users += 1
+    return current
+
+
+def stop() -> None:
+    """End lock telemetry when the last lock module is uninstalled."""
+    global current, _users, _probe_runtime
+    _users = max(0, _users - 1)
+    if _users == 0 and current is not None:
+        core.deactivate()
+        current.close()
+        current = None
+        _probe_runtime = None
+        if _tracker_deadline in core.deadline_probes:
+            core.deadline_probes.remove(_tracker_deadline)
+
+
+def _tracker_deadline(task: Any) -> bool:
+    """Ask the scope tracker (scopes feature) whether a scope of ``task`` hit its deadline."""
+    runtime = _probe_runtime
+    tracker = runtime.extras.get("scopes") if runtime is not None else None
+    if tracker is None:
+        return False
+    entry = getattr(tracker, "_by_task", {}).get(id(task))
+    if entry is None or entry.task_ref() is not task:
+        return False
+    return any(
+        record.cancel is not None and record.cancel.origin == semconv.ORIGIN_DEADLINE
+        for record in entry.records
+    )
+
+
+def add_held_at_end_events(span: Span, task: Any) -> int:
+    """Add one ``scopewatch.lock.held_at_end`` event per lock ``task`` still holds.
+
+    The tasks feature calls this when a task finishes or is cancelled and its span is recording.
+
+    Returns:
+        The number of events added.
+    """
+    if not span.is_recording():
+        return 0
+    held = core.held_locks(task)
+    for lock in held:
+        span.add_event(
+            semconv.EVENT_LOCK_HELD_AT_END,
+            {
+                semconv.LOCK_KIND: lock.kind,
+                semconv.LOCK_NAME: lock.name,
+                semconv.LOCK_HELD_FOR: lock.held_for,
+            },
+        )
+    return len(held)
