@@ -15,6 +15,9 @@ FEATURE_MODULES: dict[str, tuple[str, ...]] = {
         "scopewatch.instrumentation.asyncio_locks",
         "scopewatch.instrumentation.anyio_locks",
     ),
-    "sessions": (),
+    "sessions": (
+        "scopewatch.instrumentation.mcp_sessions",
+        "scopewatch.instrumentation.claude_sessions",
+    ),
 }
 """Feature name (``OTEL_PYTHON_SCOPEWATCH_INSTRUMENT``) -> modules installed for it, in order."""

@@ -1,0 +1,125 @@
+"""``__aenter__`` / ``__aexit__`` wrappers turning an SDK client's lifetime into a session."""
+
+from __future__ import annotations
+
+import contextvars
+import sys
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from scopewatch.telemetry import sessions as telemetry
+
+if TYPE_CHECKING:
+    from scopewatch._core.sessions import SessionRecord
+
+
+class _Records:
+    """The open session of each client object, by identity (clients may be unhashable)."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, tuple[Any, SessionRecord]] = {}
+
+    def get(self, client: Any) -> SessionRecord | None:
+        entry = self._by_id.get(id(client))
+        if entry is None:
+            return None
+        ref, record = entry
+        target = ref() if isinstance(ref, weakref.ref) else ref
+        return record if target is client else None
+
+    def set(self, client: Any, record: SessionRecord) -> None:
+        key = id(client)
+        try:
+            ref: Any = weakref.ref(client, lambda _: self._by_id.pop(key, None))
+        except TypeError:
+            ref = client
+        self._by_id[key] = (ref, record)
+
+    def pop(self, client: Any) -> SessionRecord | None:
+        record = self.get(client)
+        if record is not None:
+            del self._by_id[id(client)]
+        return record
+
+    def __contains__(self, client: object) -> bool:
+        return self.get(client) is not None
+
+    def clear(self) -> None:
+        self._by_id.clear()
+
+
+records = _Records()
+"""The open session of each client object."""
+
+inside_session: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "scopewatch_inside_session", default=False
+)
+"""True while a session wrapper runs the original enter: nested SDK sessions are not counted."""
+
+
+def open_session(client: Any, kind: str, attach: bool, frame: Any) -> SessionRecord | None:
+    """Open a session for ``client`` unless one is open for it or an outer one is entering."""
+    session_telemetry = telemetry.current
+    if session_telemetry is None or not telemetry.PART.enabled or inside_session.get():
+        return None
+    if client in records:
+        return None
+    try:
+        record = session_telemetry.open(kind, None, attach, frame)
+        records.set(client, record)
+    except Exception as error:
+        telemetry.PART.fail(error)
+        return None
+    return record
+
+
+def close_session(client: Any, error: BaseException | None, frame: Any) -> None:
+    """Close the open session of ``client``, if any."""
+    record = records.pop(client)
+    session_telemetry = telemetry.current
+    if record is None or session_telemetry is None:
+        return
+    try:
+        session_telemetry.close(record, error, frame)
+    except Exception as failure:
+        telemetry.PART.fail(failure)
+
+
+def make_aenter(original: Any, kind: str) -> Any:
+    """``__aenter__`` opening a session (made current) around the original."""
+
+    async def __aenter__(self: Any, *args: Any, **kwargs: Any) -> Any:
+        record = open_session(self, kind, True, sys._getframe(1))
+        if record is None:
+            return await original(self, *args, **kwargs)
+        token = inside_session.set(True)
+        try:
+            result = await original(self, *args, **kwargs)
+        except BaseException as raised:
+            inside_session.reset(token)
+            close_session(self, raised, sys._getframe(0))
+            raise
+        inside_session.reset(token)
+        return result
+
+    __aenter__.__wrapped__ = original  # type: ignore[attr-defined]
+    return __aenter__
+
+
+def make_aexit(original: Any) -> Any:
+    """``__aexit__`` closing the session with the body's or the exit's own exception."""
+
+    async def __aexit__(self: Any, exc_type: Any, exc: Any, tb: Any) -> Any:
+        if self not in records:
+            return await original(self, exc_type, exc, tb)
+        frame = sys._getframe(1)
+        try:
+            suppressed = await original(self, exc_type, exc, tb)
+        except BaseException as raised:
+            close_session(self, raised, frame)
+            raise
+        close_session(self, None if suppressed else exc, frame)
+        return suppressed
+
+    __aexit__.__wrapped__ = original  # type: ignore[attr-defined]
+    return __aexit__

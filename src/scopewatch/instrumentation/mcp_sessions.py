@@ -1,0 +1,70 @@
+"""MCP client sessions: ``mcp.ClientSession`` and the high-level ``mcp.Client``.
+
+``Client`` enters a ``ClientSession`` inside its own ``__aenter__``; that inner session is not
+counted again (one connection, one ``session mcp.Client`` span). Patched when ``mcp`` is
+imported (a post-import hook, inert after ``uninstall()``).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import wrapt
+
+from scopewatch import semconv
+from scopewatch.instrumentation import _session_wrappers as wrappers
+from scopewatch.instrumentation._lock_wrappers import Patches
+from scopewatch.telemetry import sessions as telemetry
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from scopewatch._runtime import Runtime
+
+SESSION_MODULE = "mcp.client.session"
+CLIENT_MODULE = "mcp.client.client"
+
+_active = False
+_hooks_registered = False
+_patches = Patches()
+_patched: set[str] = set()
+
+
+def install(runtime: Runtime) -> None:
+    """Patch ``mcp`` now, or when it is imported."""
+    global _active, _hooks_registered
+    telemetry.start(runtime)
+    _active = True
+    for name in (SESSION_MODULE, CLIENT_MODULE):
+        if name in sys.modules:
+            _on_import(sys.modules[name])
+        elif not _hooks_registered:
+            wrapt.register_post_import_hook(_on_import, name)
+    _hooks_registered = True
+
+
+def uninstall() -> None:
+    """Restore the originals; the import hooks become inert."""
+    global _active
+    _active = False
+    _patches.restore()
+    _patched.clear()
+    telemetry.stop()
+
+
+def _on_import(module: ModuleType) -> None:
+    if not _active or module.__name__ in _patched:
+        return
+    try:
+        if module.__name__ == SESSION_MODULE:
+            cls, kind = module.ClientSession, semconv.SESSION_KIND_MCP_CLIENT_SESSION
+        else:
+            cls, kind = getattr(module, "Client", None), semconv.SESSION_KIND_MCP_CLIENT
+        if cls is None:
+            return
+        _patches.patch(cls, "__aenter__", lambda original: wrappers.make_aenter(original, kind))
+        _patches.patch(cls, "__aexit__", wrappers.make_aexit)
+        _patched.add(module.__name__)
+    except Exception as error:
+        telemetry.PART.fail(error)

@@ -1,0 +1,192 @@
+"""Session records -> ``session <kind>`` spans, ``scopewatch.session.*`` metrics, violation events.
+
+A session span is always created, whatever the span mode. Every violation the scope core reports
+while sessions are open is also added (a ``scopewatch.violation`` event, status ERROR) to the
+spans of the sessions it concerns, so a search for the session finds the cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context, trace
+from opentelemetry.trace import Status, StatusCode
+
+from scopewatch import semconv
+from scopewatch._core import frames
+from scopewatch._core import sessions as core
+from scopewatch._core.records import Violation
+from scopewatch._safety import Part
+from scopewatch.telemetry.scopes import violation_event_attributes, violation_listeners
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import SpanContext
+
+    from scopewatch._runtime import Runtime
+
+PART = Part("session instrumentation")
+_STACK_DEPTH = 8
+
+
+def current_task() -> Any:
+    """The running asyncio or trio task, or ``None``."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        pass
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            return trio.lowlevel.current_task()
+        except RuntimeError:
+            return None
+    return None
+
+
+def task_name(task: Any) -> str:
+    """A task's name (asyncio ``get_name()``, trio ``name``), ``""`` for none."""
+    if task is None:
+        return ""
+    get_name = getattr(task, "get_name", None)
+    return str(get_name() if get_name is not None else getattr(task, "name", ""))
+
+
+def outcome_of(error: BaseException | None) -> str:
+    """``ok``, ``cancelled`` or ``error`` for the exception a session ended with."""
+    if error is None:
+        return semconv.OUTCOME_OK
+    name = type(error).__name__
+    if name == "CancelledError" or (name == "Cancelled" and type(error).__module__ == "trio"):
+        return semconv.OUTCOME_CANCELLED
+    return semconv.OUTCOME_ERROR
+
+
+class SessionTelemetry:
+    """Opens and closes session spans and metrics for one runtime."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._tracer = runtime.tracer
+        self._active = runtime.instruments.session_active
+        self._duration = runtime.instruments.session_duration
+        self._depth = runtime.settings.stack_depth or _STACK_DEPTH
+
+    def open(self, kind: str, name: str | None, attach: bool, frame: Any) -> core.SessionRecord:
+        """Start a session: span, ``session.active`` +1, and (``attach``) make it current."""
+        task = current_task()
+        captured, _, _ = frames.capture(frame, self._depth)
+        record = core.SessionRecord(kind, name, task, task_name(task), captured)
+        attributes: dict[str, Any] = {
+            semconv.SESSION_KIND: kind,
+            semconv.ENTER_TASK: record.task_name,
+        }
+        if name is not None:
+            attributes[semconv.SESSION_NAME] = name
+        if captured:
+            code, line = captured[0]
+            attributes[semconv.CODE_FUNCTION] = frames.qualname(code)
+            attributes[semconv.CODE_FILE] = code.co_filename
+            attributes[semconv.CODE_LINE] = line
+        record.span = self._tracer.start_span(
+            semconv.SPAN_SESSION_PREFIX + kind, attributes=attributes
+        )
+        if attach:
+            record.context_token = context.attach(trace.set_span_in_context(record.span))
+        self._active.add(1, {semconv.SESSION_KIND: kind})
+        core.add(record)
+        return record
+
+    def close(self, record: core.SessionRecord, error: BaseException | None, frame: Any) -> None:
+        """End a session (idempotent): outcome, cross-task check, span end, metrics."""
+        if record.closed:
+            return
+        record.closed = True
+        core.remove(record)
+        span = record.span
+        exit_task = current_task()
+        exit_name = task_name(exit_task)
+        if record.context_token is not None and exit_task is record.task:
+            context.detach(record.context_token)
+        record.context_token = None
+        span.set_attribute(semconv.EXIT_TASK, exit_name)
+        cross_task = exit_task is not record.task
+        span.set_attribute(semconv.CROSS_TASK, cross_task)
+        if cross_task:
+            exit_frames, asyncgen, _ = frames.capture(frame, self._depth)
+            violation = Violation(
+                kind=semconv.KIND_CROSS_TASK_EXIT,
+                cause=semconv.CAUSE_OTHER_TASK,
+                scope_kind=semconv.SPAN_SESSION_PREFIX + record.kind,
+                enter_task=record.task_name,
+                exit_task=exit_name,
+                asyncgen=asyncgen,
+                enter_frames=record.frames,
+                exit_frames=exit_frames,
+                detail="The session was closed by another task than the one that opened it.",
+            )
+            mark_violation(record, violation)
+        outcome = outcome_of(error)
+        span.set_attribute(semconv.SESSION_OUTCOME, outcome)
+        if error is not None and outcome == semconv.OUTCOME_ERROR:
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        span.end()
+        self._active.add(-1, {semconv.SESSION_KIND: record.kind})
+        self._duration.record(
+            time.perf_counter() - record.start,
+            {semconv.SESSION_KIND: record.kind, semconv.SESSION_OUTCOME: outcome},
+        )
+
+    def on_violation(self, violation: Violation, span_context: SpanContext | None) -> None:
+        """Violation listener: mark the open sessions the violation concerns."""
+        if not PART.enabled:
+            return
+        try:
+            trace_id = getattr(span_context, "trace_id", None)
+            for record in core.concerned(violation.enter_task, violation.exit_task, trace_id):
+                mark_violation(record, violation)
+        except Exception as error:
+            PART.fail(error)
+
+
+def mark_violation(record: core.SessionRecord, violation: Violation) -> None:
+    """Add a ``scopewatch.violation`` event to the session span and set its status to ERROR."""
+    span = record.span
+    if span is None or not span.is_recording():
+        return
+    span.set_attribute(semconv.VIOLATION_KIND, violation.kind)
+    span.set_attribute(semconv.VIOLATION_CAUSE, violation.cause)
+    span.add_event(semconv.EVENT_VIOLATION, violation_event_attributes(violation))
+    span.set_status(Status(StatusCode.ERROR, f"{violation.kind} ({violation.cause})"))
+
+
+current: SessionTelemetry | None = None
+_users = 0
+_runtime: Runtime | None = None
+
+
+def start(runtime: Runtime) -> SessionTelemetry:
+    """Begin session telemetry and subscribe to violations (shared by the session modules)."""
+    global current, _users, _runtime
+    if current is None:
+        current = SessionTelemetry(runtime)
+        _runtime = runtime
+        PART.reset()
+        violation_listeners(runtime).append(current.on_violation)
+    _users += 1
+    return current
+
+
+def stop() -> None:
+    """End session telemetry when the last session module is uninstalled."""
+    global current, _users, _runtime
+    _users = max(0, _users - 1)
+    if _users == 0 and current is not None:
+        listeners = violation_listeners(_runtime) if _runtime is not None else []
+        if current.on_violation in listeners:
+            listeners.remove(current.on_violation)
+        current = None
+        _runtime = None
+        core.open_sessions.clear()
