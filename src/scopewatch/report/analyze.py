@@ -1,0 +1,224 @@
+"""Telemetry -> the report: a plain dict with stable keys (schema in docs/report.md).
+
+The text and HTML renderings are made from this dict, so ``--format json`` carries exactly what
+the other formats show.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from scopewatch import semconv
+from scopewatch._core.explain import _KIND_TEXT as KIND_TEXT
+from scopewatch._core.explain import CAUSE_TEXT, HINTS
+
+if TYPE_CHECKING:
+    from scopewatch.report.model import Point, Span
+
+SCHEMA = "scopewatch.report/1"
+SLOWEST = 10
+_FRAME = re.compile(r'File "(?P<file>.*)", line (?P<line>\d+), in (?P<function>.*)')
+
+
+def is_task(span: Span) -> bool:
+    """A ``task <qualname>`` span."""
+    return span.name.startswith(semconv.SPAN_TASK_PREFIX) or semconv.TASK_NAME in span.attributes
+
+
+def is_session(span: Span) -> bool:
+    """A ``session <kind>`` span."""
+    return (
+        span.name.startswith(semconv.SPAN_SESSION_PREFIX) or semconv.SESSION_KIND in span.attributes
+    )
+
+
+def is_scope(span: Span) -> bool:
+    """A cancel scope / task group / timeout span."""
+    return semconv.SCOPE_KIND in span.attributes and not is_task(span)
+
+
+def parse_stack(text: Any) -> list[dict[str, Any]]:
+    """Frames of a traceback-style ``code.stacktrace``, outermost first."""
+    frames = []
+    for line in str(text or "").splitlines():
+        match = _FRAME.search(line)
+        if match:
+            frames.append(
+                {
+                    "file": match["file"],
+                    "line": int(match["line"]),
+                    "function": match["function"].strip(),
+                }
+            )
+    return frames
+
+
+def _location(frames: list[dict[str, Any]]) -> str:
+    return f"{frames[-1]['file']}:{frames[-1]['line']}" if frames else ""
+
+
+def span_ref(span: Span) -> dict[str, Any]:
+    """Name, ids, start and duration of a span, to find it again (e.g. in Jaeger)."""
+    return {
+        "name": span.name,
+        "trace_id": span.trace_id,
+        "span_id": span.span_id,
+        "start_unix_nano": span.start_ns,
+        "duration_s": span.duration_s,
+    }
+
+
+def _code_location(attributes: dict[str, Any]) -> str:
+    path = attributes.get(semconv.CODE_FILE)
+    if not path:
+        return ""
+    line = attributes.get(semconv.CODE_LINE)
+    return f"{path}:{line}" if line is not None else str(path)
+
+
+def hint_for(kind: str, cause: str) -> str:
+    """The one-line fix hint of ``scopewatch._core.explain`` for a cause, else for the kind."""
+    return HINTS.get(cause) or HINTS.get(kind, "")
+
+
+def _violation(span: Span, facts: dict[str, Any], time_ns: int) -> dict[str, Any]:
+    attributes = span.attributes
+    kind = str(facts.get(semconv.VIOLATION_KIND) or attributes.get(semconv.VIOLATION_KIND) or "")
+    cause = str(
+        facts.get(semconv.VIOLATION_CAUSE)
+        or attributes.get(semconv.VIOLATION_CAUSE)
+        or semconv.CAUSE_UNKNOWN
+    )
+    enter_stack = parse_stack(facts.get(semconv.CODE_STACKTRACE))
+    exit_stack = parse_stack(facts.get(semconv.EXIT_STACKTRACE))
+    enter_task = facts.get(semconv.ENTER_TASK) or attributes.get(semconv.ENTER_TASK) or ""
+    exit_task = facts.get(semconv.EXIT_TASK) or attributes.get(semconv.EXIT_TASK) or ""
+    return {
+        "kind": kind,
+        "kind_text": KIND_TEXT.get(kind, ""),
+        "cause": cause,
+        "cause_text": CAUSE_TEXT.get(cause, "") if cause != semconv.CAUSE_UNKNOWN else "",
+        "hint": hint_for(kind, cause),
+        "scope_kind": str(attributes.get(semconv.SCOPE_KIND) or span.name),
+        "asyncgen": str(facts.get(semconv.ASYNCGEN) or attributes.get(semconv.ASYNCGEN) or ""),
+        "enter": {
+            "task": str(enter_task),
+            "location": _code_location(attributes) or _location(enter_stack),
+            "stack": enter_stack,
+        },
+        "exit": {
+            "task": str(exit_task),
+            "location": _location(exit_stack),
+            "stack": exit_stack,
+        },
+        "message": str(facts.get(semconv.EXCEPTION_MESSAGE) or ""),
+        "time_unix_nano": time_ns,
+        "span": span_ref(span),
+    }
+
+
+def violations(spans: list[Span]) -> list[dict[str, Any]]:
+    """One entry per ``scopewatch.violation`` event, in time order."""
+    found = []
+    for span in spans:
+        events = [event for event in span.events if event.name == semconv.EVENT_VIOLATION]
+        for event in events:
+            found.append(_violation(span, event.attributes, event.time_ns))
+        if not events and span.attributes.get(semconv.VIOLATION_KIND):
+            found.append(_violation(span, {}, span.end_ns))
+    found.sort(key=lambda item: item["time_unix_nano"])
+    return found
+
+
+def cancellations(spans: list[Span]) -> dict[str, Any]:
+    """Cancelled scopes and tasks, counted by origin and by (origin, location, task)."""
+    by_origin: Counter[str] = Counter()
+    groups: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    for span in spans:
+        origin = span.attributes.get(semconv.CANCEL_ORIGIN)
+        if not origin:
+            continue
+        by_origin[str(origin)] += 1
+        location = str(span.attributes.get(semconv.CANCEL_LOCATION) or "")
+        task = str(span.attributes.get(semconv.CANCEL_TASK) or "")
+        key = (str(origin), location, task, span.name)
+        group = groups.get(key)
+        if group is None:
+            reason = next(
+                (
+                    str(event.attributes.get(semconv.CANCEL_REASON) or "")
+                    for event in span.events
+                    if event.name == semconv.EVENT_CANCEL
+                ),
+                "",
+            )
+            group = groups[key] = {
+                "origin": str(origin),
+                "location": location,
+                "task": task,
+                "span_name": span.name,
+                "reason": reason,
+                "count": 0,
+                "example": span_ref(span),
+            }
+        group["count"] += 1
+    items = sorted(groups.values(), key=lambda item: (-item["count"], item["origin"]))
+    return {
+        "total": sum(by_origin.values()),
+        "by_origin": dict(by_origin.most_common()),
+        "items": items,
+    }
+
+
+def slowest_scopes(spans: list[Span], limit: int = SLOWEST) -> list[dict[str, Any]]:
+    """The longest scope spans."""
+    scopes = sorted((span for span in spans if is_scope(span)), key=lambda s: -s.duration_s)
+    return [
+        {
+            **span_ref(span),
+            "scope_kind": str(span.attributes.get(semconv.SCOPE_KIND) or span.name),
+            "outcome": str(span.attributes.get(semconv.SCOPE_OUTCOME) or ""),
+            "task": str(span.attributes.get(semconv.ENTER_TASK) or ""),
+            "location": _code_location(span.attributes),
+            "function": str(span.attributes.get(semconv.CODE_FUNCTION) or ""),
+            "timeout_s": span.attributes.get(semconv.SCOPE_TIMEOUT),
+            "cancel_origin": str(span.attributes.get(semconv.CANCEL_ORIGIN) or ""),
+            "violation": str(span.attributes.get(semconv.VIOLATION_KIND) or ""),
+        }
+        for span in scopes[:limit]
+    ]
+
+
+def histogram_rows(points: list[Point], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Histogram streams merged over processes, one row per value of ``keys``."""
+    rows: dict[tuple[str, ...], dict[str, Any]] = {}
+    for point in points:
+        key = tuple(str(point.attributes.get(name, "")) for name in keys)
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = {
+                **dict(zip(keys, key, strict=True)),
+                "count": 0,
+                "sum_s": 0.0,
+                "max_s": None,
+            }
+        row["count"] += point.count
+        row["sum_s"] += point.total
+        if point.maximum is not None and point.count:
+            row["max_s"] = (
+                point.maximum if row["max_s"] is None else max(row["max_s"], point.maximum)
+            )
+    for row in rows.values():
+        row["mean_s"] = row["sum_s"] / row["count"] if row["count"] else None
+    return sorted(rows.values(), key=lambda row: -row["sum_s"])
+
+
+def sum_rows(points: list[Point], keys: tuple[str, ...]) -> dict[tuple[str, ...], float]:
+    """Sum/gauge streams merged over processes, keyed by the values of ``keys``."""
+    totals: dict[tuple[str, ...], float] = {}
+    for point in points:
+        key = tuple(str(point.attributes.get(name, "")) for name in keys)
+        totals[key] = totals.get(key, 0.0) + point.value
+    return totals

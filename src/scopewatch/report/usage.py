@@ -1,0 +1,186 @@
+"""Report sections about resources: tasks, locks, sessions, alerts, scope-duration totals."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from scopewatch import semconv
+from scopewatch.report.analyze import histogram_rows, is_session, is_task, span_ref, sum_rows
+
+if TYPE_CHECKING:
+    from scopewatch.report.model import Span, Telemetry
+
+
+def scope_durations(telemetry: Telemetry) -> list[dict[str, Any]]:
+    """``scopewatch.scope.duration`` by scope kind and outcome (every scope, not only spans)."""
+    rows = histogram_rows(
+        telemetry.points_of(semconv.METRIC_SCOPE_DURATION),
+        (semconv.SCOPE_KIND, semconv.SCOPE_OUTCOME),
+    )
+    return [
+        {
+            "scope_kind": row[semconv.SCOPE_KIND],
+            "outcome": row[semconv.SCOPE_OUTCOME],
+            **_numbers(row),
+        }
+        for row in rows
+    ]
+
+
+def _numbers(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "count": row["count"],
+        "sum_s": row["sum_s"],
+        "mean_s": row["mean_s"],
+        "max_s": row["max_s"],
+    }
+
+
+def tasks(telemetry: Telemetry) -> dict[str, Any]:
+    """Task spans by outcome, and ``scopewatch.task.duration`` by outcome."""
+    spans = [span for span in telemetry.spans if is_task(span)]
+    by_outcome = Counter(str(span.attributes.get(semconv.TASK_OUTCOME) or "") for span in spans)
+    durations = histogram_rows(
+        telemetry.points_of(semconv.METRIC_TASK_DURATION), (semconv.TASK_OUTCOME,)
+    )
+    return {
+        "spans": len(spans),
+        "spans_by_outcome": dict(by_outcome.most_common()),
+        "durations": [{"outcome": row[semconv.TASK_OUTCOME], **_numbers(row)} for row in durations],
+    }
+
+
+def locks(telemetry: Telemetry) -> list[dict[str, Any]]:
+    """Every lock seen by the lock metrics, most contended first."""
+    keys = (semconv.LOCK_KIND, semconv.LOCK_NAME)
+    contentions = sum_rows(telemetry.points_of(semconv.METRIC_LOCK_CONTENTIONS), keys)
+    waits = histogram_rows(
+        telemetry.points_of(semconv.METRIC_LOCK_WAIT_DURATION), (*keys, semconv.LOCK_OUTCOME)
+    )
+    holds = histogram_rows(telemetry.points_of(semconv.METRIC_LOCK_HOLD_DURATION), keys)
+    found: dict[tuple[str, ...], dict[str, Any]] = {}
+
+    def entry(key: tuple[str, ...]) -> dict[str, Any]:
+        item = found.get(key)
+        if item is None:
+            item = found[key] = {
+                "kind": key[0],
+                "name": key[1],
+                "contentions": 0,
+                "acquisitions": 0,
+                "wait_sum_s": 0.0,
+                "wait_max_s": None,
+                "wait_by_outcome": {},
+                "hold_count": 0,
+                "hold_sum_s": 0.0,
+                "hold_max_s": None,
+            }
+        return item
+
+    for key, value in contentions.items():
+        entry(key)["contentions"] += int(value)
+    for row in waits:
+        item = entry((row[semconv.LOCK_KIND], row[semconv.LOCK_NAME]))
+        item["acquisitions"] += row["count"]
+        item["wait_sum_s"] += row["sum_s"]
+        item["wait_max_s"] = _max(item["wait_max_s"], row["max_s"])
+        outcome = row[semconv.LOCK_OUTCOME] or "unknown"
+        item["wait_by_outcome"][outcome] = item["wait_by_outcome"].get(outcome, 0) + row["count"]
+    for row in holds:
+        item = entry((row[semconv.LOCK_KIND], row[semconv.LOCK_NAME]))
+        item["hold_count"] += row["count"]
+        item["hold_sum_s"] += row["sum_s"]
+        item["hold_max_s"] = _max(item["hold_max_s"], row["max_s"])
+    return sorted(found.values(), key=lambda item: (-item["contentions"], -item["wait_sum_s"]))
+
+
+def _max(first: float | None, second: float | None) -> float | None:
+    if first is None:
+        return second
+    if second is None:
+        return first
+    return max(first, second)
+
+
+def _descendants(spans: list[Span], root: Span) -> list[Span]:
+    children: dict[str, list[Span]] = {}
+    for span in spans:
+        if span.trace_id == root.trace_id and span.parent_span_id:
+            children.setdefault(span.parent_span_id, []).append(span)
+    found: list[Span] = []
+    pending = [root.span_id]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            found.append(child)
+            pending.append(child.span_id)
+    return found
+
+
+def sessions(telemetry: Telemetry) -> dict[str, Any]:
+    """Session spans with their outcome and the violations inside them, plus session metrics."""
+    spans = telemetry.spans
+    items = []
+    for span in spans:
+        if not is_session(span):
+            continue
+        kind = str(
+            span.attributes.get(semconv.SESSION_KIND)
+            or span.name.removeprefix(semconv.SPAN_SESSION_PREFIX)
+        )
+        inside = [
+            child
+            for child in _descendants(spans, span)
+            if child.attributes.get(semconv.VIOLATION_KIND)
+        ]
+        items.append(
+            {
+                **span_ref(span),
+                "kind": kind,
+                "session_name": str(span.attributes.get(semconv.SESSION_NAME) or ""),
+                "session_id": str(span.attributes.get(semconv.SESSION_ID) or ""),
+                "outcome": str(span.attributes.get(semconv.SESSION_OUTCOME) or ""),
+                "violations": len(inside),
+            }
+        )
+    items.sort(key=lambda item: item["start_unix_nano"])
+    durations = histogram_rows(
+        telemetry.points_of(semconv.METRIC_SESSION_DURATION),
+        (semconv.SESSION_KIND, semconv.SESSION_OUTCOME),
+    )
+    active = sum_rows(telemetry.points_of(semconv.METRIC_SESSION_ACTIVE), (semconv.SESSION_KIND,))
+    return {
+        "spans": items,
+        "by_kind": [
+            {
+                "kind": row[semconv.SESSION_KIND],
+                "outcome": row[semconv.SESSION_OUTCOME],
+                **_numbers(row),
+            }
+            for row in durations
+        ],
+        "active_at_end": {key[0]: int(value) for key, value in active.items()},
+    }
+
+
+def alerts(telemetry: Telemetry) -> list[dict[str, Any]]:
+    """``scopewatch.alerts`` by rule and action."""
+    totals = sum_rows(
+        telemetry.points_of(semconv.METRIC_ALERTS), (semconv.ALERT_RULE, semconv.ALERT_ACTION)
+    )
+    return [
+        {"rule": key[0], "action": key[1], "count": int(value)}
+        for key, value in sorted(totals.items(), key=lambda item: -item[1])
+    ]
+
+
+def violation_counts(telemetry: Telemetry) -> list[dict[str, Any]]:
+    """``scopewatch.violations`` by kind, cause and scope kind (counts every violation)."""
+    totals = sum_rows(
+        telemetry.points_of(semconv.METRIC_VIOLATIONS),
+        (semconv.VIOLATION_KIND, semconv.VIOLATION_CAUSE, semconv.SCOPE_KIND),
+    )
+    return [
+        {"kind": key[0], "cause": key[1], "scope_kind": key[2], "count": int(value)}
+        for key, value in sorted(totals.items(), key=lambda item: -item[1])
+    ]
