@@ -7,6 +7,7 @@ import gc
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from importlib.metadata import version
 
 import anyio
 import pytest
@@ -19,6 +20,7 @@ if sys.version_info < (3, 11):
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 HERE = __file__
+ANYIO_VERSION = tuple(int(part) for part in version("anyio").split(".")[:2])
 
 
 def attrs(span):
@@ -144,8 +146,11 @@ def test_child_task_scope_cancelled_by_failing_sibling_has_parent_origin(instrum
     assert caught.group_contains(ValueError)
     (inner,) = telemetry.spans(semconv.SPAN_ANYIO_CANCEL_SCOPE)
     assert attrs(inner)[semconv.CANCEL_ORIGIN] == semconv.ORIGIN_PARENT
-    (group,) = telemetry.spans(semconv.SPAN_ANYIO_TASK_GROUP)
-    assert attrs(group)[semconv.SCOPE_OUTCOME] == semconv.OUTCOME_ERROR
+    if ANYIO_VERSION >= (4, 6):
+        # anyio 4.0-4.5 exit the group's scope before waiting for the children, so the scope
+        # itself ends "ok" there and the exception group is raised after it.
+        (group,) = telemetry.spans(semconv.SPAN_ANYIO_TASK_GROUP)
+        assert attrs(group)[semconv.SCOPE_OUTCOME] == semconv.OUTCOME_ERROR
     assert not telemetry.violation_spans()
 
 

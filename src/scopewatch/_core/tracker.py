@@ -35,6 +35,9 @@ class ExitFacts:
     """The exception leaving the scope (raised by the exit or passed through it), if any."""
 
 
+_EXITED_CANCELS_LIMIT = 1024
+
+
 class ScopeSink(Protocol):
     """Receives the facts; implemented by the telemetry layer."""
 
@@ -78,6 +81,9 @@ class ScopeTracker:
         """Who called ``Task.cancel()`` on a task (set by the tasks feature)."""
         self._by_scope: dict[int, ScopeRecord] = {}
         self._by_task: dict[int, _TaskScopes] = {}
+        self._exited_cancels: dict[int, tuple[object, CancelInfo]] = {}
+        """Cancels of scopes already exited (anyio 4.0 task groups exit their scope before
+        waiting for children), so the children's scopes can still name them as parent."""
 
     # --- enter ------------------------------------------------------------------------------
 
@@ -142,15 +148,30 @@ class ScopeTracker:
         A request without a location (a deadline timer) is placed where the scope was entered.
         """
         record = self.record_of(obj)
-        if record is None or record.cancel is not None:
+        if record is not None and record.cancel is not None:
             return
-        record.cancel = CancelInfo(
+        info = CancelInfo(
             origin=origin,
             task=task.get_name() if task is not None else "",
-            location=location or frames.location(record.frames),
+            location=location or (frames.location(record.frames) if record else ""),
             reason=reason,
             span_context=self.sink.current_span_context(),
         )
+        if record is not None:
+            record.cancel = info
+            return
+        if len(self._exited_cancels) >= _EXITED_CANCELS_LIMIT:
+            del self._exited_cancels[next(iter(self._exited_cancels))]
+        self._exited_cancels[id(obj)] = (obj, info)
+
+    def _cancel_of(self, obj: object) -> tuple[str, CancelInfo] | None:
+        record = self.record_of(obj)
+        if record is not None:
+            return (record.kind, record.cancel) if record.cancel is not None else None
+        exited = self._exited_cancels.get(id(obj))
+        if exited is not None and exited[0] is obj:
+            return ("enclosing scope", exited[1])
+        return None
 
     def resolve_cancel(self, record: ScopeRecord, parents: Iterable[object]) -> None:
         """Fill in who cancelled a scope that did not cancel itself.
@@ -162,14 +183,14 @@ class ScopeTracker:
         if record.cancel is not None:
             return
         for parent in parents:
-            parent_record = self.record_of(parent)
-            if parent_record is not None and parent_record.cancel is not None:
-                source = parent_record.cancel
+            found = self._cancel_of(parent)
+            if found is not None:
+                kind, source = found
                 record.cancel = CancelInfo(
                     semconv.ORIGIN_PARENT,
                     source.task,
                     source.location,
-                    source.reason or f"{parent_record.kind} was cancelled",
+                    source.reason or f"{kind} was cancelled",
                     source.span_context,
                 )
                 return

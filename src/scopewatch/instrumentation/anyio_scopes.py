@@ -200,7 +200,7 @@ def _on_enter(scope: Any, frame: FrameType) -> None:
 
 def _on_cancel(scope: Any, frame: FrameType, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     tracker = state.tracker
-    if tracker is None or tracker.record_of(scope) is None:
+    if tracker is None:
         return
     reason = kwargs.get("reason", args[0] if args else None) or ""
     location = ""
