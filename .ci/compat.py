@@ -78,7 +78,7 @@ def run_suite(name: str, python: Path, pins: list[str], tests: list[str]) -> boo
 
 def main() -> int:
     """Run every compatibility target; report a summary line."""
-    current = "%d.%d" % sys.version_info[:2]
+    current = f"{sys.version_info[0]}.{sys.version_info[1]}"
     interpreters = find_interpreters()
     targets: list[tuple[str, Path, list[str], list[str]]] = [
         (f"py{version}", path, [], [])
