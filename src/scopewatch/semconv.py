@@ -72,6 +72,15 @@ CAUSE_INTERLEAVED_GENERATORS: Final = "interleaved_generators"
 CAUSE_EXIT_ORDER: Final = "exit_order"
 CAUSE_OTHER_TASK: Final = "other_task"
 CAUSE_UNKNOWN: Final = "unknown"
+CAUSE_TASK_FINISHED: Final = "task_finished"
+"""``scope_leaked``: the entering task finished with the scope still entered."""
+CAUSE_LOOP_CLOSED: Final = "loop_closed"
+"""``scope_leaked``: the event loop closed with the scope still entered (abandoned generator)."""
+CAUSE_CANCEL_CAUGHT: Final = "cancel_caught"
+"""``cancel_swallowed``: the task caught the ``CancelledError`` and finished normally."""
+CAUSE_TIMEOUT_CONVERTED: Final = "timeout_converted"
+"""``cancel_swallowed``: a pending cancellation was turned into ``TimeoutError`` by an expiring
+``asyncio.timeout`` (asyncio cannot tell the two requests apart) and handled as a timeout."""
 
 # --- events -----------------------------------------------------------------------------------
 EVENT_CANCEL: Final = "scopewatch.cancel"
