@@ -57,7 +57,7 @@ async def commit_violations(lifetime: float) -> None:
         await asyncio.create_task(exit_there(scope))  # ... exited in another
         with anyio.move_on_after(0.01):  # healthy scopes, some cancelled by their deadline
             await anyio.sleep(0.02)
-        async with asyncio.timeout(1):
+        with anyio.fail_after(1):
             await asyncio.sleep(0)
         await asyncio.sleep(0.1)
 

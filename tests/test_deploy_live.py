@@ -22,8 +22,9 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 import yaml
@@ -73,9 +74,23 @@ def substitute(expr: str) -> str:
     return expr
 
 
+@dataclass
+class Violator:
+    """The violating process and the port of its /metrics."""
+
+    proc: subprocess.Popen[str]
+    port: int
+    log: IO[str]
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            self.log.seek(0)
+            pytest.fail(f"the violator exited with {self.proc.returncode}:\n{self.log.read()}")
+
+
 @pytest.fixture(scope="module")
-def violator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """The violating process; yields the port of its /metrics."""
+def violator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Violator]:
+    """The violating process, stopped at teardown."""
     log = (tmp_path_factory.mktemp("violator") / "stderr.log").open("w+")
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     proc = subprocess.Popen(
@@ -91,7 +106,7 @@ def violator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         line = proc.stdout.readline() if ready else ""
         log.seek(0)
         assert line.startswith("PORT "), f"violator did not start: {line!r}\n{log.read()}"
-        yield int(line.split()[1])
+        yield Violator(proc, int(line.split()[1]), log)
     finally:
         proc.terminate()
         try:
@@ -103,7 +118,7 @@ def violator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 
 
 @pytest.fixture(scope="module")
-def prometheus(violator: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def prometheus(violator: Violator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Prometheus scraping the violator; yields its base URL."""
     workdir = tmp_path_factory.mktemp("prometheus")
     rules = re.sub(r"(?m)^(\s+for:\s*)\S+$", rf"\g<1>{SHORT_FOR}", RULES.read_text())
@@ -113,7 +128,7 @@ def prometheus(violator: int, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(workdir / "scopewatch.rules.yml")],
         "scrape_configs": [
-            {"job_name": JOB, "static_configs": [{"targets": [f"127.0.0.1:{violator}"]}]}
+            {"job_name": JOB, "static_configs": [{"targets": [f"127.0.0.1:{violator.port}"]}]}
         ],
     }
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -155,10 +170,13 @@ def prometheus(violator: int, tmp_path_factory: pytest.TempPathFactory) -> Itera
         log.close()
 
 
-def wait_for_firing(base: str, alertname: str, timeout: float) -> list[dict[str, Any]]:
+def wait_for_firing(
+    base: str, alertname: str, violator: Violator, timeout: float
+) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     alerts: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
+        violator.check_alive()
         alerts = get_json(f"{base}/api/v1/alerts")["data"]["alerts"]
         firing = [
             a for a in alerts if a["labels"]["alertname"] == alertname and a["state"] == "firing"
@@ -169,8 +187,8 @@ def wait_for_firing(base: str, alertname: str, timeout: float) -> list[dict[str,
     pytest.fail(f"{alertname} did not fire within {timeout}s; alerts: {alerts}")
 
 
-def test_violation_alert_fires_on_real_violations(prometheus: str) -> None:
-    firing = wait_for_firing(prometheus, "ScopewatchViolations", timeout=60)
+def test_violation_alert_fires_on_real_violations(prometheus: str, violator: Violator) -> None:
+    firing = wait_for_firing(prometheus, "ScopewatchViolations", violator, timeout=60)
 
     labels = firing[0]["labels"]
     assert labels["job"] == JOB
@@ -200,8 +218,10 @@ def dashboard_queries() -> list[tuple[str, str]]:
     return found
 
 
-def test_every_dashboard_and_grafana_rule_query_evaluates(prometheus: str) -> None:
-    wait_for_firing(prometheus, "ScopewatchViolations", timeout=60)
+def test_every_dashboard_and_grafana_rule_query_evaluates(
+    prometheus: str, violator: Violator
+) -> None:
+    wait_for_firing(prometheus, "ScopewatchViolations", violator, timeout=60)
     queries = dashboard_queries()
     rules = yaml.safe_load(GRAFANA_ALERTS.read_text())
     for group in rules["groups"]:
