@@ -31,21 +31,14 @@ if TYPE_CHECKING:
 
     from scopewatch._core.records import Violation
 
-KINDS = (
-    semconv.KIND_CROSS_TASK_EXIT,
-    semconv.KIND_NON_LIFO_EXIT,
-    semconv.KIND_SCOPE_LEAKED,
-    semconv.KIND_CANCEL_SWALLOWED,
+KINDS: tuple[str, ...] = tuple(
+    value for name, value in vars(semconv).items() if name.startswith("KIND_")
 )
-CAUSES = (
-    semconv.CAUSE_ASYNCGEN_FINALIZER,
-    semconv.CAUSE_ASYNCGEN_SHUTDOWN,
-    semconv.CAUSE_PER_STEP_TASK,
-    semconv.CAUSE_INTERLEAVED_GENERATORS,
-    semconv.CAUSE_EXIT_ORDER,
-    semconv.CAUSE_OTHER_TASK,
-    semconv.CAUSE_UNKNOWN,
+"""Every ``scopewatch.violation.kind`` (a ``scopewatch_allow`` argument may name one)."""
+CAUSES: tuple[str, ...] = tuple(
+    value for name, value in vars(semconv).items() if name.startswith("CAUSE_")
 )
+"""Every ``scopewatch.violation.cause`` (a ``scopewatch_allow`` argument may name one)."""
 _ALLOW_ALL = "*"
 _RUNNER_PREFIXES = tuple(
     os.path.dirname(os.path.abspath(module.__file__ or "")) + os.sep for module in (_pytest, pluggy)
