@@ -198,24 +198,41 @@ class ScopeTelemetry:
         span.end()
 
     def _report(self, span: Span, violation: Violation, error: BaseException | None) -> None:
-        span.set_attribute(semconv.VIOLATION_KIND, violation.kind)
-        span.set_attribute(semconv.VIOLATION_CAUSE, violation.cause)
-        span.add_event(semconv.EVENT_VIOLATION, violation_event_attributes(violation))
-        span.set_status(Status(StatusCode.ERROR, f"{violation.kind} ({violation.cause})"))
-        self._instruments.violations.add(
-            1,
-            {
-                semconv.VIOLATION_KIND: violation.kind,
-                semconv.VIOLATION_CAUSE: violation.cause,
-                semconv.SCOPE_KIND: violation.scope_kind,
-            },
-        )
-        if self._notes and error is not None and sys.version_info >= (3, 11):
-            error.add_note(explain(violation))
-        span_context = span.get_span_context()
-        for listener in list(violation_listeners(self._runtime)):
-            try:
-                listener(violation, span_context)
-            except Exception:
-                _logger.exception("scopewatch: a violation listener failed and was removed")
-                violation_listeners(self._runtime).remove(listener)
+        report_violation(self._runtime, span, violation, error if self._notes else None)
+
+
+def report_violation(
+    runtime: Runtime, span: Span, violation: Violation, error: BaseException | None = None
+) -> None:
+    """Put a violation on ``span``: attributes, event, ERROR status, counter, listeners.
+
+    Args:
+        runtime: the active runtime (instruments and listeners).
+        span: the recording span that carries the violation (not ended yet).
+        violation: what happened.
+        error: an exception raised in the user's code by this violation; it gets the
+            explanation as a PEP 678 note (3.11+). ``None`` adds no note.
+    """
+    span.set_attribute(semconv.VIOLATION_KIND, violation.kind)
+    span.set_attribute(semconv.VIOLATION_CAUSE, violation.cause)
+    span.add_event(semconv.EVENT_VIOLATION, violation_event_attributes(violation))
+    span.set_status(Status(StatusCode.ERROR, f"{violation.kind} ({violation.cause})"))
+    runtime.instruments.violations.add(
+        1,
+        {
+            semconv.VIOLATION_KIND: violation.kind,
+            semconv.VIOLATION_CAUSE: violation.cause,
+            semconv.SCOPE_KIND: violation.scope_kind,
+        },
+    )
+    if error is not None and sys.version_info >= (3, 11):
+        error.add_note(explain(violation))
+    span_context = span.get_span_context()
+    listeners = violation_listeners(runtime)
+    for listener in list(listeners):
+        try:
+            listener(violation, span_context)
+        except Exception:
+            _logger.exception("scopewatch: a violation listener failed and was removed")
+            if listener in listeners:
+                listeners.remove(listener)
