@@ -6,6 +6,7 @@ the other formats show.
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -55,8 +56,16 @@ def parse_stack(text: Any) -> list[dict[str, Any]]:
     return frames
 
 
+OTHER_INSTRUMENTATION = f"{os.sep}opentelemetry{os.sep}instrumentation{os.sep}"
+"""Frames of other instrumentations (the asyncio one's coroutine wrapper) are noise in a report."""
+
+
 def _location(frames: list[dict[str, Any]]) -> str:
-    return f"{frames[-1]['file']}:{frames[-1]['line']}" if frames else ""
+    """``file:line`` of the innermost frame that is not another instrumentation's wrapper."""
+    for frame in reversed(frames):
+        if OTHER_INSTRUMENTATION not in frame["file"]:
+            return f"{frame['file']}:{frame['line']}"
+    return ""
 
 
 def span_ref(span: Span) -> dict[str, Any]:

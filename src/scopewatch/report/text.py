@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from typing import IO, Any
 
+from scopewatch.report.analyze import OTHER_INSTRUMENTATION
+
 STACK_FRAMES = 4
 """Innermost user frames shown per stack."""
 ROWS = 10
 """Rows shown per table."""
-_HIDDEN_FRAME_PARTS = (f"{os.sep}opentelemetry{os.sep}instrumentation{os.sep}",)
-"""Frames of other instrumentations (e.g. the asyncio one's coroutine wrapper) are noise here."""
 
 
 def use_colour(stream: IO[str], choice: str = "auto") -> bool:
@@ -67,7 +67,7 @@ def _short_location(location: str) -> str:
 
 def user_frames(stack: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The innermost frames worth showing, outermost first."""
-    kept = [frame for frame in stack if not any(p in frame["file"] for p in _HIDDEN_FRAME_PARTS)]
+    kept = [frame for frame in stack if OTHER_INSTRUMENTATION not in frame["file"]]
     return kept[-STACK_FRAMES:]
 
 

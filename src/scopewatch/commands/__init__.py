@@ -1,0 +1,1 @@
+"""The subcommands of the ``scopewatch`` console script, one module each."""

@@ -1,0 +1,1 @@
+"""Example programs shipped with scopewatch (``scopewatch demo`` runs ``demo_service``)."""
