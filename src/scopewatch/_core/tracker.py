@@ -298,24 +298,44 @@ class ScopeTracker:
         if entry is not None and entry.task_ref() is None:
             del self._by_task[key]
 
-    def close_loop(self) -> None:
-        """The loop closed: every scope still entered has leaked."""
-        for record in list(self._by_scope.values()):
-            self._leak(record, "the event loop closed")
-        self._by_scope.clear()
-        self._by_task.clear()
+    def close_loop(self, loop: Any = None) -> None:
+        """``loop`` is closing (``None``: every loop): each scope still entered there leaked.
 
-    def _leak(self, record: ScopeRecord, why: str) -> None:
+        Only scopes entered by tasks of that loop are judged; each is reported once and
+        forgotten, so a later exit of the same object is not tracked.
+        """
+        for key, record in list(self._by_scope.items()):
+            if loop is not None and _loop_of(record.task) is not loop:
+                continue
+            del self._by_scope[key]
+            if record.task is not None and record.task.done():
+                self._leak(
+                    record,
+                    semconv.CAUSE_TASK_FINISHED,
+                    f"the task {record.task_name!r} that entered it finished and the event "
+                    "loop then closed",
+                )
+            else:
+                self._leak(record, semconv.CAUSE_LOOP_CLOSED, "the event loop closed")
+        for key, entry in list(self._by_task.items()):
+            task = entry.task_ref()
+            if loop is None or task is None or _loop_of(task) is loop:
+                del self._by_task[key]
+
+    def _leak(self, record: ScopeRecord, cause: str, why: str) -> None:
+        detail = f"It was never exited: {why} with the scope still entered."
+        if record.asyncgen:
+            detail += f" It was entered in async generator {record.asyncgen}, never closed."
         violation = Violation(
             kind=semconv.KIND_SCOPE_LEAKED,
-            cause=semconv.CAUSE_UNKNOWN,
+            cause=cause,
             scope_kind=record.kind,
             enter_task=record.task_name,
             exit_task="",
             asyncgen=record.asyncgen,
             enter_frames=record.frames,
             exit_frames=(),
-            detail=f"It was never exited: {why} with the scope still entered.",
+            detail=detail,
         )
         record.violations.append(violation)
         record.exited = True
@@ -324,3 +344,8 @@ class ScopeTracker:
     def active_count(self) -> int:
         """Scopes currently tracked."""
         return len(self._by_scope)
+
+
+def _loop_of(task: Any) -> Any:
+    get_loop = getattr(task, "get_loop", None)
+    return get_loop() if get_loop is not None else None
