@@ -352,7 +352,7 @@ def test_exit_stack_closed_from_another_task(instrument):
     assert a[semconv.VIOLATION_KIND] == semconv.KIND_CROSS_TASK_EXIT
     assert a[semconv.VIOLATION_CAUSE] == semconv.CAUSE_OTHER_TASK
     assert (a[semconv.ENTER_TASK], a[semconv.EXIT_TASK]) == ("connector", "closer")
-    assert a[semconv.CODE_FUNCTION].endswith("Client.connect")
+    assert a[semconv.CODE_FUNCTION].endswith("connect")  # "Client.connect" from 3.11 (co_qualname)
     if sys.version_info >= (3, 11):
         assert "'connector'" in error.__notes__[0] and "'closer'" in error.__notes__[0]
 
