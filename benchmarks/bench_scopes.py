@@ -1,0 +1,234 @@
+"""Scope enter+exit: anyio move_on_after / CancelScope / task group, asyncio timeout / TaskGroup.
+
+Variants, interleaved in one process (instrument / uninstrument between them):
+
+- ``bare``: no instrumentation;
+- ``anomalies``: scopewatch with the default span mode (spans only for anomalous scopes);
+- ``all``: scopewatch with a span per scope;
+- ``manual``: no scopewatch, the scope wrapped by hand in ``tracer.start_as_current_span`` (what
+  a developer would write to trace it; opentelemetry-instrumentation-asyncio has no scope spans).
+
+``sdk span`` is one bare ``tracer.start_span(...).end()`` through the same provider, the unit of
+the ``all`` target: ``all / (bare + 1.25 x sdk span) <= 1.0``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+
+from benchmarks import common
+
+WORKLOADS = (
+    "anyio.move_on_after",
+    "anyio.CancelScope",
+    "anyio.TaskGroup",
+    "asyncio.timeout",
+    "asyncio.TaskGroup",
+)
+HEADLINE = "anyio.move_on_after"
+TARGET_ANOMALIES = "<= 1.3"
+TARGET_ALL = "<= 1.0"
+SPAN_WEIGHT = 1.25
+
+
+def _workloads(tracer: Any, manual: bool) -> dict[str, Callable[[int], Awaitable[float]]]:
+    """Coroutine functions ``run(n) -> seconds`` doing ``n`` enter+exit of one scope kind."""
+    move_on_after = anyio.move_on_after
+    cancel_scope = anyio.CancelScope
+    create_task_group = anyio.create_task_group
+    clock = common.clock
+
+    def spanned(name: str) -> Any:
+        return tracer.start_as_current_span(name)
+
+    async def move_on(n: int) -> float:
+        start = clock()
+        if manual:
+            for _ in range(n):
+                with spanned(HEADLINE), move_on_after(60):
+                    pass
+        else:
+            for _ in range(n):
+                with move_on_after(60):
+                    pass
+        return clock() - start
+
+    async def scope(n: int) -> float:
+        start = clock()
+        if manual:
+            for _ in range(n):
+                with spanned("anyio.CancelScope"), cancel_scope():
+                    pass
+        else:
+            for _ in range(n):
+                with cancel_scope():
+                    pass
+        return clock() - start
+
+    async def anyio_group(n: int) -> float:
+        start = clock()
+        if manual:
+            for _ in range(n):
+                with spanned("anyio.TaskGroup"):
+                    async with create_task_group():
+                        pass
+        else:
+            for _ in range(n):
+                async with create_task_group():
+                    pass
+        return clock() - start
+
+    workloads: dict[str, Callable[[int], Awaitable[float]]] = {
+        "anyio.move_on_after": move_on,
+        "anyio.CancelScope": scope,
+        "anyio.TaskGroup": anyio_group,
+    }
+    if sys.version_info >= (3, 11):
+        timeout = asyncio.timeout
+        task_group = asyncio.TaskGroup
+
+        async def asyncio_timeout(n: int) -> float:
+            start = clock()
+            if manual:
+                for _ in range(n):
+                    with spanned("asyncio.timeout"):
+                        async with timeout(60):
+                            pass
+            else:
+                for _ in range(n):
+                    async with timeout(60):
+                        pass
+            return clock() - start
+
+        async def asyncio_group(n: int) -> float:
+            start = clock()
+            if manual:
+                for _ in range(n):
+                    with spanned("asyncio.TaskGroup"):
+                        async with task_group():
+                            pass
+            else:
+                for _ in range(n):
+                    async with task_group():
+                        pass
+            return clock() - start
+
+        workloads["asyncio.timeout"] = asyncio_timeout
+        workloads["asyncio.TaskGroup"] = asyncio_group
+    return workloads
+
+
+def _sdk_span_seconds(tracer: Any, n: int) -> float:
+    start_span = tracer.start_span
+    clock = common.clock
+    start = clock()
+    for _ in range(n):
+        start_span("sdk span").end()
+    return clock() - start
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Measure every scope kind under every variant; return figures and raw samples."""
+    count = 300 if quick else 20_000
+    rounds = 3 if quick else 9
+    sdk = common.Sdk()
+    tracer = sdk.tracer_provider.get_tracer("benchmarks")
+    variants = {
+        "bare": common.nothing,
+        "anomalies": lambda: common.scopewatch(sdk, "anomalies"),
+        "all": lambda: common.scopewatch(sdk, "all"),
+        "manual": common.nothing,
+    }
+
+    def measure(variant: str) -> dict[str, float]:
+        workloads = _workloads(tracer, manual=variant == "manual")
+
+        async def main() -> dict[str, float]:
+            timings: dict[str, float] = {}
+            for name, workload in workloads.items():
+                await workload(max(10, count // 20))  # warm caches (frame cache, attributes)
+                timings[name] = common.per_op_ns(await workload(count), count)
+            return timings
+
+        timings = asyncio.run(main())
+        if variant == "bare":
+            _sdk_span_seconds(tracer, max(10, count // 20))
+            timings["sdk span"] = common.per_op_ns(_sdk_span_seconds(tracer, count), count)
+        sdk.flush()
+        return timings
+
+    samples = common.interleave(variants, rounds, measure)
+    sdk.shutdown()
+    per_workload: dict[str, dict[str, list[float]]] = {}
+    for variant, rows in samples.items():
+        for row in rows:
+            for name, value in row.items():
+                per_workload.setdefault(name, {}).setdefault(variant, []).append(value)
+    span_ns = per_workload["sdk span"]["bare"]
+    figures = []
+    medians: dict[str, dict[str, float]] = {}
+    for name in WORKLOADS:
+        if name not in per_workload:
+            figures.append(
+                common.figure(f"{name} anomalies/bare", None, TARGET_ANOMALIES, note="needs 3.11+")
+            )
+            continue
+        timings = per_workload[name]
+        medians[name] = {variant: common.median(values) for variant, values in timings.items()}
+        figures.append(
+            common.figure(
+                f"{name} anomalies/bare",
+                common.ratio(timings, "anomalies", "bare"),
+                TARGET_ANOMALIES,
+            )
+        )
+        budget = [
+            bare + SPAN_WEIGHT * span for bare, span in zip(timings["bare"], span_ns, strict=True)
+        ]
+        figures.append(
+            common.figure(
+                f"{name} all/(bare+1.25 span)",
+                common.ratio({"all": timings["all"], "budget": budget}, "all", "budget"),
+                TARGET_ALL,
+            )
+        )
+        figures.append(
+            common.figure(f"{name} all/manual span", common.ratio(timings, "all", "manual"))
+        )
+    for name in WORKLOADS:
+        if name in medians:
+            row = medians[name]
+            figures.append(
+                common.figure(
+                    f"{name} ns bare/anomalies/all/manual",
+                    row["bare"],
+                    unit="ns",
+                    display=" / ".join(
+                        f"{row[variant]:.0f}" for variant in ("bare", "anomalies", "all", "manual")
+                    ),
+                )
+            )
+    figures.append(
+        common.figure("one bare SDK span (start+end)", common.median(span_ns), unit="ns")
+    )
+    return common.result(
+        "scopes",
+        figures,
+        raw={
+            "count_per_sample": count,
+            "rounds": rounds,
+            "median_ns": medians,
+            "sdk_span_ns": common.median(span_ns),
+            "samples_ns": per_workload,
+            "spans_exported": sdk.exporter.exported,
+        },
+        notes=[
+            f"scopes: {count} enter+exit per sample, {rounds} interleaved rounds "
+            "(bare, anomalies, all, manual), median of per-round ratios",
+        ],
+    )

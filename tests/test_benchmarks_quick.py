@@ -1,0 +1,98 @@
+"""The benchmark runner still works (``--quick``); no timing is asserted, only the shape."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_scopes_run_writes_json_and_markdown(tmp_path: Path) -> None:
+    output = tmp_path / "latest.json"
+    markdown = tmp_path / "RESULTS.md"
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_PYTHON_")}
+    process = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--only",
+            "scopes",
+            "--json",
+            str(output),
+            "--markdown",
+            str(markdown),
+        ],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert process.returncode == 0, process.stderr
+    assert "anyio.move_on_after anomalies/bare" in process.stdout
+
+    payload = json.loads(output.read_text())
+    assert set(payload) == {"machine", "quick", "results"}
+    assert payload["quick"] is True
+    machine = payload["machine"]
+    for key in ("cpu", "cores", "python", "packages", "span_processor", "timer"):
+        assert key in machine
+    assert "anyio" in machine["packages"]
+
+    (result,) = payload["results"]
+    assert result["name"] == "scopes"
+    assert set(result) >= {"figures", "raw", "notes"}
+    names = {figure["name"] for figure in result["figures"]}
+    assert "anyio.move_on_after anomalies/bare" in names
+    assert "anyio.move_on_after all/(bare+1.25 span)" in names
+    assert "one bare SDK span (start+end)" in names
+    for figure in result["figures"]:
+        assert set(figure) >= {"name", "value", "unit", "target", "status"}
+        assert figure["status"] in {"PASS", "MISS", "INFO", "N/A"}
+    headline = next(f for f in result["figures"] if f["name"].startswith("anyio.move_on_after"))
+    assert headline["target"] == "<= 1.3"
+    assert isinstance(headline["value"], float)
+    assert set(result["raw"]["median_ns"]["anyio.move_on_after"]) == {
+        "bare",
+        "anomalies",
+        "all",
+        "manual",
+    }
+    assert "| benchmark | figure | value | target | status |" in markdown.read_text()
+
+
+def test_unknown_benchmark_is_one_clear_line() -> None:
+    process = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only", "nope"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert process.returncode == 2
+    assert "unknown benchmark 'nope'" in process.stderr
+    assert "scopes" in process.stderr
+
+
+def test_a_missed_target_is_information_not_a_failure() -> None:
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks import common
+    finally:
+        sys.path.remove(str(ROOT))
+    assert common.figure("x", 1.2, "<= 1.3")["status"] == "PASS"
+    assert common.figure("x", 1.4, "<= 1.3")["status"] == "MISS"
+    assert common.figure("x", 0.9, ">= 0.95")["status"] == "MISS"
+    assert common.figure("x", None, ">= 0.95")["status"] == "N/A"
+    assert common.figure("x", 3.0)["status"] == "INFO"
+    table = common.format_table([common.result("b", [common.figure("x", 1.4, "<= 1.3")])])
+    assert "1.40x" in table
+    assert "MISS" in table
