@@ -240,3 +240,15 @@ def test_status_rule_on_a_real_error_span(instrument: Callable[..., Telemetry]) 
     with tracer.start_as_current_span("job"):
         pass
     assert alert_points(telemetry) == {("errors", "log"): 1}
+
+
+def test_spans_not_built_by_the_sdk_tracer_are_read_through_the_public_api(
+    instrument: Callable[..., Telemetry],
+) -> None:
+    from opentelemetry.sdk.trace import ReadableSpan
+
+    telemetry = instrument(rules="r: marker == 1 cooldown 0 -> log", default_rule=False)
+    span = ReadableSpan(name="made-by-hand", attributes={"marker": 1}, start_time=1, end_time=2)
+    assert processor.span_attributes(span) == {"marker": 1}
+    alerts._processor.on_end(span)  # type: ignore[union-attr]
+    assert alert_points(telemetry) == {("r", "log"): 1}

@@ -20,7 +20,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from scopewatch.alerts.rules import Condition, Rule
 
@@ -66,40 +66,61 @@ def _check(condition: Condition) -> Callable[[Any], bool]:  # noqa: PLR0911
     return lambda v: (type(v) is int or type(v) is float) and v <= bound
 
 
+_COST = {"eq": 0, "in": 0, "ne": 1, "gt": 1, "ge": 1, "lt": 1, "le": 1, "glob": 2, "exists": 3}
+"""Cheap and selective conditions are tested first; the first one is the gate."""
+
+
 class CompiledRule:
     """A rule ready to evaluate, with its threshold and cooldown state."""
 
     __slots__ = (
         "absent",
-        "checks",
         "enabled",
+        "first",
         "gate",
+        "group_by",
         "groups",
+        "last_fired",
         "match_name",
         "min_duration_ns",
+        "rest",
         "rule",
+        "simple",
         "status",
     )
 
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
         self.match_name: Callable[[str], Any] | None = _glob(rule.span) if rule.span else None
-        present = [c for c in rule.conditions if not (c.op == "exists" and c.value is False)]
-        self.absent = tuple(c.attribute for c in rule.conditions if c not in present)
-        self.checks = tuple((c.attribute, _check(c)) for c in present if c.op != "exists") + tuple(
-            (c.attribute, None) for c in present if c.op == "exists"
+        present = sorted(
+            (c for c in rule.conditions if not (c.op == "exists" and c.value is False)),
+            key=lambda c: _COST[c.op],
         )
+        self.absent = tuple(c.attribute for c in rule.conditions if c not in present)
         self.gate: str | None = present[0].attribute if present else None
+        """The attribute every match needs; rules are grouped by it."""
+        self.first: Callable[[Any], bool] | None = (
+            _check(present[0]) if present and present[0].op != "exists" else None
+        )
+        """The test of the gate attribute's value (``None``: presence is enough)."""
+        self.rest = tuple(
+            (c.attribute, None if c.op == "exists" else _check(c)) for c in present[1:]
+        )
         self.min_duration_ns = (
             int(rule.min_duration * 1e9) if rule.min_duration is not None else None
         )
         self.status = rule.status or None
+        self.simple = not (self.rest or self.absent or self.min_duration_ns or self.status)
+        """Passing the gate is a match."""
+        self.group_by = rule.group_by
         self.enabled = True
         self.groups: dict[Any, _State] = {}
+        self.last_fired: float | None = None
+        """Last firing, for rules without threshold and ``group_by`` (the common fast path)."""
 
-    def matches(self, span: S, attributes: Mapping[str, Any], facts: SpanFacts[S]) -> bool:
-        """Whether the span satisfies every condition (the name was checked already)."""
-        for key, check in self.checks:
+    def matches_rest(self, span: S, attributes: Mapping[str, Any], facts: SpanFacts[S]) -> bool:
+        """Whether the conditions after the gate hold (the name and gate were checked)."""
+        for key, check in self.rest:
             value = attributes.get(key, _MISSING)
             if value is _MISSING or (check is not None and not check(value)):
                 return False
@@ -111,12 +132,8 @@ class CompiledRule:
         return self.status is None or facts.status(span) == self.status
 
     def group_key(self, attributes: Mapping[str, Any]) -> Any:
-        """The ``group_by`` values of a matching span (``None`` without ``group_by``)."""
-        keys = self.rule.group_by
-        if not keys:
-            return None
-        values = tuple(attributes.get(key) for key in keys)
-        return tuple(v if type(v) is not list else tuple(v) for v in values)
+        """The ``group_by`` values of a matching span."""
+        return tuple(attributes.get(key) for key in self.group_by)
 
 
 class _State:
@@ -206,13 +223,21 @@ class Engine(Generic[S]):
             candidates = self._candidates(name)
         fired: list[Firing] | None = None
         for gate, rules in candidates:
-            if gate is not None and gate not in attributes:
-                continue
+            value = None
+            if gate is not None:
+                value = attributes.get(gate, _MISSING)
+                if value is _MISSING:
+                    continue
             for compiled in rules:
                 if not compiled.enabled:
                     continue
                 try:
-                    if not compiled.matches(span, attributes, self._facts):
+                    first = compiled.first
+                    if first is not None and not first(value):
+                        continue
+                    if not compiled.simple and not compiled.matches_rest(
+                        span, attributes, self._facts
+                    ):
                         continue
                     firing = self._count(compiled, attributes)
                 except Exception as error:
@@ -230,8 +255,30 @@ class Engine(Generic[S]):
     def _count(self, compiled: CompiledRule, attributes: Mapping[str, Any]) -> Firing | None:
         """Apply threshold and cooldown to one match; a Firing when the rule fires."""
         rule = compiled.rule
-        key = compiled.group_key(attributes)
         now = self._clock()
+        if rule.count <= 1 and not compiled.group_by:  # no per-match state: just the cooldown
+            last = compiled.last_fired
+            if last is not None and now - last < rule.cooldown:
+                return None
+            with self._lock:
+                last = compiled.last_fired
+                if last is not None and now - last < rule.cooldown:
+                    return None  # another thread fired it meanwhile
+                compiled.last_fired = now
+            return Firing(rule, 1)
+        return self._count_grouped(compiled, compiled.group_key(attributes), now)
+
+    def _count_grouped(self, compiled: CompiledRule, key: Any, now: float) -> Firing | None:
+        """Threshold and cooldown kept per ``group_by`` value (or for a threshold rule)."""
+        rule = compiled.rule
+        state = compiled.groups.get(key)
+        if (
+            rule.count <= 1
+            and state is not None
+            and state.last_fired is not None
+            and now - state.last_fired < rule.cooldown
+        ):
+            return None  # a lock-free early exit while the cooldown runs
         with self._lock:
             state = compiled.groups.get(key)
             if state is None:
@@ -253,11 +300,3 @@ class Engine(Generic[S]):
             count = len(times)
             times.clear()
         return Firing(rule, count)
-
-
-def unique(rules: Iterable[Rule]) -> list[Rule]:
-    """The rules with later duplicates of a name replacing earlier ones, in first-seen order."""
-    by_name: dict[str, Rule] = {}
-    for rule in rules:
-        by_name[rule.name] = rule
-    return list(by_name.values())
