@@ -1,16 +1,20 @@
 """deploy/: structure of the compose file, the Collector config and the Grafana provisioning.
 
 Docker, the Collector, Jaeger and Grafana cannot run on the test machines, so these checks read
-the files: every image pinned, every mounted file present, the Collector's components named as
-the contrib distribution names them and wired into pipelines, Grafana's datasource uids, refIds
-and conditions consistent, the Grafana alert rules using the Prometheus rules' PromQL verbatim,
-and every ``scopewatch_*`` name in a query being one the contract (DESIGN.md section 3) produces.
+the files: the compose file valid against the Compose Specification's JSON schema (as vendored
+by check-jsonschema), every image pinned, every mounted file present, the Collector's components
+named as the contrib distribution names them and wired into pipelines, Grafana's datasource uids,
+refIds and conditions consistent, the Grafana alert rules using the Prometheus rules' PromQL
+verbatim, and every ``scopewatch_*`` name in a query being one the contract (DESIGN.md section 3)
+produces.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -77,6 +81,29 @@ def test_compose_services_and_ports() -> None:
     assert published["jaeger"] == {16686}
     assert published["prometheus"] == {9090}
     assert published["grafana"] == {3000}
+
+
+def check_compose_schema(path: Path) -> subprocess.CompletedProcess[str]:
+    """Validate with check-jsonschema's vendored copy of the Compose Specification schema."""
+    return subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", path],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_compose_file_follows_the_compose_specification(tmp_path: Path) -> None:
+    result = check_compose_schema(COMPOSE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    broken = load(COMPOSE)
+    broken["services"]["grafana"]["restart"] = ["always"]
+    (tmp_path / "compose.yaml").write_text(yaml.safe_dump(broken))
+    result = check_compose_schema(tmp_path / "compose.yaml")
+    assert result.returncode != 0
+    assert "$.services.grafana.restart" in result.stdout
 
 
 def test_compose_images_are_pinned() -> None:
