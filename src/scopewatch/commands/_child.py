@@ -1,9 +1,14 @@
 """Run a child process transparently: its stdio, its exit status, and signals sent to us.
 
-A Ctrl-C in a terminal reaches the whole foreground process group, so the child already gets it
-and forwarding it again would interrupt the child's own cleanup. A signal sent to this process
-alone (``kill -INT <pid>``, a supervisor's SIGTERM) is forwarded. On POSIX the two are told apart
-by the sender: ``sigtimedwait`` reports ``si_pid`` 0 for a terminal-generated signal.
+Every signal must reach the child exactly once: a second SIGINT would interrupt the child's own
+cleanup (and the final export of its telemetry).
+
+- In the foreground of a terminal the child stays in our process group, so a Ctrl-C from the
+  terminal reaches it directly; we forward only signals sent by a process (``sigtimedwait``
+  reports ``si_pid`` 0 for a terminal-generated one), e.g. ``kill -INT <our pid>``.
+- Otherwise (no terminal, in the background, under a supervisor) the child gets a process group
+  of its own and we forward every signal we receive: a ``kill`` of our pid or of our process
+  group then reaches it once.
 """
 
 from __future__ import annotations
@@ -31,13 +36,16 @@ def run(argv: list[str], environ: Mapping[str, str]) -> int:
     if sys.platform == "win32" or not hasattr(signal, "sigtimedwait"):
         return _run_simple(argv, environ)
     watched = {*FORWARDED, signal.SIGCHLD}
+    own_group = not _terminal_foreground()
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+
+    def prepare_child() -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        if own_group:
+            os.setpgid(0, 0)
+
     try:
-        child = subprocess.Popen(
-            argv,
-            env=dict(environ),
-            preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, previous),  # noqa: PLW1509
-        )
+        child = subprocess.Popen(argv, env=dict(environ), preexec_fn=prepare_child)  # noqa: PLW1509
         while True:
             code = child.poll()
             if code is not None:
@@ -45,11 +53,26 @@ def run(argv: list[str], environ: Mapping[str, str]) -> int:
             info = signal.sigtimedwait(watched, _POLL_SECONDS)
             if info is None or info.si_signo == signal.SIGCHLD:
                 continue
-            if info.si_pid not in (0, child.pid, os.getpid()):
-                _forward(child, info.si_signo)
+            if info.si_pid == child.pid or (info.si_pid == 0 and not own_group):
+                continue  # from the child itself, or the terminal already told the child
+            _forward(child, info.si_signo)
     finally:
         _drain(watched)
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _terminal_foreground() -> bool:
+    """Whether we are in the foreground process group of a controlling terminal."""
+    try:
+        descriptor = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        return os.tcgetpgrp(descriptor) == os.getpgrp()
+    except OSError:
+        return False
+    finally:
+        os.close(descriptor)
 
 
 def _forward(child: subprocess.Popen[bytes], signo: int) -> None:
