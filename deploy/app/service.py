@@ -2,8 +2,8 @@
 
 Run it under ``opentelemetry-instrument`` (the docker-compose stack does) and scopewatch turns
 every bug into a violation span in Jaeger and a ``scopewatch_violations_total`` increment in
-Prometheus/Grafana. The application itself never notices: every bug below is one that real code
-ships with, and the service keeps serving.
+Prometheus/Grafana. Every bug below is one that real code ships with; each runs in a task of its
+own, so whatever anyio or asyncio does about it stays there and the service keeps serving.
 
 Healthy traffic (every round): requests with ``anyio.move_on_after`` / ``asyncio.timeout``
 deadlines (some exceeded), task groups fanning out, an explicit ``cancel_scope.cancel()``, an
