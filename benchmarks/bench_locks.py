@@ -1,111 +1,159 @@
-"""Lock instrumentation cost: bare vs instrumented, interleaved in one process.
+"""Lock acquire+release cost: bare vs instrumented (`instrument="locks"`), interleaved.
 
-Prints ratios (instrumented / bare) and returns them; never asserts times. Targets (README):
-uncontended ``async with lock`` at most 3x bare; a contended acquisition at most bare plus one
-SDK histogram record (measured here too, as ``record_us``).
+Workloads, each for asyncio.Lock, asyncio.Semaphore and anyio.Lock:
+
+- ``uncontended``: ``async with lock: pass`` in a loop (target: instrumented <= 3x bare);
+- ``contended``: two tasks ping-pong one lock (``async with lock: await asyncio.sleep(0)``), so
+  every acquisition but the first waits. Target: instrumented <= bare + one SDK histogram record
+  per contended acquisition, on the event loop. The deferred histogram replay (wait + hold, done
+  by the metric reader at collection time, normally on its own thread) is reported separately,
+  in records per contended acquisition.
+
+``record`` is the cost of one SDK ``histogram.record`` through the same kind of provider.
+Times are process CPU time (``common.clock``); ratios are medians of per-round ratios.
 """
 
 from __future__ import annotations
 
 import asyncio
-import statistics
 import sys
-import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
 
-from scopewatch import ScopeWatchInstrumentor
+from benchmarks import common
+
+TARGET_UNCONTENDED = "<= 3"
+TARGET_CONTENDED = "<= 1"
+CASES: dict[str, Callable[[], Any]] = {
+    "asyncio.Lock": asyncio.Lock,
+    "asyncio.Semaphore": lambda: asyncio.Semaphore(1),
+    "anyio.Lock": lambda: anyio.Lock(fast_acquire=True),
+}
 
 
 async def _uncontended(lock: Any, n: int) -> float:
-    start = time.perf_counter()
+    clock = common.clock
+    start = clock()
     for _ in range(n):
         async with lock:
             pass
-    return (time.perf_counter() - start) / n
+    return clock() - start
 
 
 async def _contended(lock: Any, n: int) -> float:
-    """Two tasks ping-pong one lock: every acquisition after the first waits."""
+    clock = common.clock
 
     async def worker() -> None:
         for _ in range(n):
             async with lock:
                 await asyncio.sleep(0)
 
-    start = time.perf_counter()
+    start = clock()
     await asyncio.gather(worker(), worker())
-    return (time.perf_counter() - start) / (2 * n)
+    return clock() - start
+
+
+def _replay_cost() -> float:
+    """Seconds spent replaying deferred histograms now (the reader's work at collection)."""
+    from scopewatch import _runtime
+
+    runtime = _runtime.current
+    if runtime is None:
+        return 0.0
+    start = common.clock()
+    runtime.instruments.flush()
+    return common.clock() - start
 
 
 def _record_cost(n: int) -> float:
-    provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
-    histogram = provider.get_meter("bench").create_histogram("bench.record", unit="s")
-    attributes = {"a": "b", "c": "d", "e": "f"}
-    start = time.perf_counter()
-    for i in range(n):
-        histogram.record(i * 1e-6, attributes)
-    cost = (time.perf_counter() - start) / n
-    provider.shutdown()
+    sdk = common.Sdk()
+    histogram = sdk.meter_provider.get_meter("bench").create_histogram("bench.record", unit="s")
+    attributes = {"scopewatch.lock.kind": "asyncio.Lock", "scopewatch.lock.name": "m:1", "o": "a"}
+    start = common.clock()
+    for index in range(n):
+        histogram.record(index * 1e-6, attributes)
+    cost = (common.clock() - start) / n
+    sdk.shutdown()
     return cost
 
 
-def _measure(factory: Any, n: int, contended: bool) -> float:
-    async def main() -> float:
-        lock = factory()
-        run = _contended if contended else _uncontended
-        await run(lock, n // 10)  # warm-up
-        return await run(lock, n)
-
-    return asyncio.run(main())
-
-
-def run(quick: bool) -> dict[str, float]:
-    """Measure bare vs instrumented lock cost, alternating rounds; return the median ratios."""
-    n = 2_000 if quick else 20_000
-    rounds = 3 if quick else 7
-    cases = {
-        "asyncio.Lock": asyncio.Lock,
-        "asyncio.Semaphore": lambda: asyncio.Semaphore(1),
-        "anyio.Lock": lambda: anyio.Lock(fast_acquire=True),
+def run(quick: bool) -> dict[str, Any]:
+    """Measure and return the result in the runner's shape (also printed as a table)."""
+    n = 3_000 if quick else 30_000
+    rounds = 3 if quick else 9
+    sdk = common.Sdk()
+    variants = {
+        "bare": common.nothing,
+        "instrumented": lambda: common.scopewatch(sdk, "none", instrument="locks"),
     }
-    samples: dict[str, list[tuple[float, float]]] = {}
-    for _ in range(rounds):
-        for label, factory in cases.items():
-            for contended in (False, True):
-                key = f"{label} {'contended' if contended else 'uncontended'}"
-                bare = _measure(factory, n, contended)
-                instrumentor = ScopeWatchInstrumentor()
-                meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
-                instrumentor.instrument(
-                    tracer_provider=TracerProvider(),
-                    meter_provider=meter_provider,
-                    instrument="locks",
+    figures = []
+    raw: dict[str, Any] = {}
+    record = _record_cost(n)
+    raw["record_us"] = record * 1e6
+    for label, factory in CASES.items():
+        for workload, body in (("uncontended", _uncontended), ("contended", _contended)):
+            replays: list[float] = []
+
+            def measure(variant: str, body: Any = body, factory: Any = factory) -> float:
+                async def main() -> float:
+                    lock = factory()
+                    await body(lock, n // 10)  # warm-up
+                    _replay_cost()
+                    return await body(lock, n)
+
+                seconds = asyncio.run(main())
+                if variant == "instrumented":
+                    replays.append(_replay_cost())  # noqa: B023 - measured right away
+                return seconds
+
+            samples = common.interleave(variants, rounds, measure)
+            operations = n if workload == "uncontended" else 2 * n
+            bare = common.median(samples["bare"]) / operations
+            instrumented = common.median(samples["instrumented"]) / operations
+            key = f"{label} {workload}"
+            raw[key] = {
+                "bare_ns": bare * 1e9,
+                "instrumented_ns": instrumented * 1e9,
+                "replay_ns_per_op": common.median(replays) / operations * 1e9,
+            }
+            if workload == "uncontended":
+                figures.append(
+                    common.figure(
+                        f"{key} (instrumented/bare)",
+                        common.ratio(samples, "instrumented", "bare"),
+                        TARGET_UNCONTENDED,
+                        note=f"{bare * 1e9:.0f} ns bare, {instrumented * 1e9:.0f} ns instrumented",
+                    )
                 )
-                try:
-                    instrumented = _measure(factory, n, contended)
-                finally:
-                    instrumentor.uninstrument()
-                    meter_provider.shutdown()
-                samples.setdefault(key, []).append((bare, instrumented))
-    results: dict[str, float] = {}
-    record_us = _record_cost(n) * 1e6
-    results["record_us"] = record_us
-    for key, pairs in samples.items():
-        bare_us = statistics.median(b for b, _ in pairs) * 1e6
-        inst_us = statistics.median(i for _, i in pairs) * 1e6
-        results[f"{key} bare_us"] = bare_us
-        results[f"{key} instrumented_us"] = inst_us
-        results[f"{key} ratio"] = inst_us / bare_us
-        if key.endswith(" contended"):
-            results[f"{key} extra_in_records"] = (inst_us - bare_us) / record_us
-    for key, value in results.items():
-        print(f"{key:48s} {value:10.3f}")
-    return results
+            else:
+                extra_records = (instrumented - bare) / record
+                figures.append(
+                    common.figure(
+                        f"{key} (extra cost in SDK records)",
+                        extra_records,
+                        TARGET_CONTENDED,
+                        unit="records",
+                        note=(
+                            f"{bare * 1e6:.1f} us bare, {instrumented * 1e6:.1f} us instrumented, "
+                            f"1 record = {record * 1e6:.1f} us; collection-time replay "
+                            f"{common.median(replays) / operations / record:.2f} records"
+                        ),
+                    )
+                )
+    sdk.shutdown()
+    result = common.result(
+        "locks",
+        figures,
+        raw,
+        notes=[
+            "locks: uncontended acquisitions make no SDK call; contended waits and sampled holds "
+            "are buffered (DeferredHistogram) and replayed at collection time",
+        ],
+    )
+    print(common.format_table([result]))
+    return result
 
 
 if __name__ == "__main__":

@@ -39,11 +39,30 @@ async def _hold(lock: Any, seconds: float) -> None:
         await anyio.sleep(seconds)
 
 
+def _waiting(lock: Any) -> int:
+    statistics = lock.statistics()
+    inner = getattr(statistics, "lock_statistics", None)  # a Condition waits on its lock
+    return int((inner or statistics).tasks_waiting)
+
+
 async def _contend(lock: Any) -> None:
+    """One task holds ``lock`` until a second one is certainly waiting for it."""
+    held = anyio.Event()
+    release = anyio.Event()
+
+    async def holder() -> None:
+        async with lock:
+            held.set()
+            await release.wait()
+            await anyio.sleep(0.001)
+
     async with anyio.create_task_group() as group:
-        group.start_soon(_hold, lock, 0.02)
-        await anyio.sleep(0.005)
+        group.start_soon(holder)
+        await held.wait()
         group.start_soon(_hold, lock, 0.0)
+        while _waiting(lock) == 0:
+            await anyio.sleep(0.001)
+        release.set()
 
 
 def test_all_kinds_on_asyncio_backend(instrument: Any) -> None:

@@ -30,8 +30,10 @@ if TYPE_CHECKING:
 
 MAX_NAMES = 100
 """Distinct ``scopewatch.lock.name`` values; later ones are reported as ``other``."""
-HOLD_SAMPLE_EVERY = 64
+HOLD_SAMPLE_EVERY = 256
 """One uncontended hold in this many has its duration recorded (every contended one is)."""
+MAX_HOLDERS = 4096
+"""Holders remembered per semaphore / limiter."""
 MAX_SITES = 10_000
 """Bound of the creation-site string cache."""
 
@@ -230,7 +232,7 @@ def hold_started(lock: object, owner: Any, sampled: bool, multi: bool) -> None:
     entry = multi_holds.get(id(lock))
     if entry is None:
         multi_holds[id(lock)] = (lock, [(owner, start, sampled)])
-    elif len(entry[1]) < 4096:
+    elif len(entry[1]) < MAX_HOLDERS:
         entry[1].append((owner, start, sampled))
 
 
@@ -282,7 +284,7 @@ def held_locks(task: Any) -> list[HeldLock]:
         for owner, start, _ in holders:
             if owner is task:
                 kind, name = labels(_info_or_unknown(lock))
-                held.append(HeldLock(kind, name, now - start))
+                held.append(HeldLock(kind, name, now - start if start else -1.0))
     return held
 
 

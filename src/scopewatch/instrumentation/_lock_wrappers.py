@@ -18,6 +18,13 @@ from scopewatch._core import locks as core
 from scopewatch.telemetry import locks as telemetry
 
 Check = Callable[[Any], Any]
+
+SHAPE_LOCKED_FLAG = 1
+"""``lock._locked or lock._waiters`` (asyncio.Lock)."""
+SHAPE_COUNTER = 2
+"""``lock._value <= 0 or lock._waiters`` (asyncio.Semaphore, anyio's asyncio Semaphore)."""
+SHAPE_OWNER = 3
+"""``lock._owner_task is not None or lock._waiters`` (anyio's asyncio Lock)."""
 _MISSING = object()
 
 
@@ -115,6 +122,7 @@ def make_acquire(
     current_task: Callable[[], Any],
     borrower_arg: bool = False,
     nowait_inside: bool = False,
+    shape: int = 0,
 ) -> Any:
     """An async ``acquire`` (or ``acquire_on_behalf_of``) wrapper.
 
@@ -128,42 +136,62 @@ def make_acquire(
         borrower_arg: the holder is the first positional argument (CapacityLimiter).
         nowait_inside: the original calls an (also wrapped) ``*_nowait`` method that records
             uncontended holds itself.
+        shape: one of the ``SHAPE_*`` layouts whose ``busy`` test is inlined, or ``0``.
     """
-    if multi or borrower_arg or nowait_inside:
+    if borrower_arg or nowait_inside:
         return _make_general_acquire(
             original, kind, contended_check, busy, multi, current_task, borrower_arg,
             nowait_inside,
         )  # fmt: skip
     holds = core.binary_holds
+    multi_holds = core.multi_holds
     tick = core.tick
     perf_counter = time.perf_counter
     every = core.HOLD_SAMPLE_EVERY
     get_task, get_loop = _task_lookup(current_task)
+    no_args: tuple[Any, ...] = ()
 
-    async def acquire(self: Any, *args: Any, **kwargs: Any) -> Any:
+    async def acquire(self: Any) -> Any:  # noqa: PLR0912 - one flat hot path
+        # Lock / Semaphore ``acquire()`` take no argument: no packing on the hot path.
         if not core.ACTIVE:
-            return await original(self, *args, **kwargs)
+            return await original(self)
         try:
-            waiting = busy(self)
+            # The common lock layouts are tested inline (a call costs more than the test).
+            if shape == 1:  # SHAPE_LOCKED_FLAG
+                waiting = self._locked or self._waiters
+            elif shape == 2:  # SHAPE_COUNTER
+                waiting = self._value <= 0 or self._waiters
+            elif shape == 3:  # SHAPE_OWNER
+                waiting = self._owner_task is not None or self._waiters
+            else:
+                waiting = busy(self)
         except Exception as error:
             fail(error)
             waiting = False
         if waiting:
             return await _contended(
-                self, original, args, kwargs, kind, contended_check, False, current_task,
+                self, original, no_args, {}, kind, contended_check, multi, current_task,
                 False, False,
             )  # fmt: skip
-        result = await original(self, *args, **kwargs)
+        result = await original(self)
         try:
             left = tick[0] - 1
             if left:
                 tick[0] = left
-                holds[id(self)] = (self, get_task(get_loop()), 0.0, False)
+                start = 0.0
             else:
                 tick[0] = every
                 if not core.room_for_holds():
                     core.trim_holds()
-                holds[id(self)] = (self, current_task(), perf_counter(), True)
+                start = perf_counter()
+            if not multi:
+                holds[id(self)] = (self, get_task(get_loop()), start, not left)
+            else:
+                entry = multi_holds.get(id(self))
+                if entry is None:
+                    multi_holds[id(self)] = (self, [(get_task(get_loop()), start, not left)])
+                elif len(entry[1]) < core.MAX_HOLDERS:
+                    entry[1].append((get_task(get_loop()), start, not left))
         except Exception as error:
             fail(error)
         return result
@@ -301,12 +329,13 @@ def make_release(
     current_task: Callable[[], Any],
     borrower_arg: bool = False,
 ) -> Any:
-    """A ``release`` (or ``release_on_behalf_of``) wrapper ending the hold."""
+    """A ``release()`` (or ``release_on_behalf_of(borrower)``) wrapper ending the hold."""
     holds = core.binary_holds
+    multi_holds = core.multi_holds
     perf_counter = time.perf_counter
 
-    def release_binary(self: Any, *args: Any, **kwargs: Any) -> Any:
-        result = original(self, *args, **kwargs)
+    def release_binary(self: Any) -> Any:
+        result = original(self)
         if holds:
             try:
                 entry = holds.pop(id(self), None)
@@ -318,12 +347,33 @@ def make_release(
                 fail(error)
         return result
 
-    def release(self: Any, *args: Any, **kwargs: Any) -> Any:
-        result = original(self, *args, **kwargs)
+    def release_multi(self: Any) -> Any:
+        result = original(self)
+        if multi_holds:
+            try:
+                entry = multi_holds.get(id(self))
+                if entry is not None:
+                    holders = entry[1]
+                    seconds = None
+                    if len(holders) == 1:
+                        del multi_holds[id(self)]
+                        if holders[0][2]:
+                            seconds = perf_counter() - holders[0][1]
+                    else:
+                        seconds = core.hold_ended(self, None, True, current_task)
+                    if seconds is not None:
+                        metrics = telemetry.current
+                        if metrics is not None and core.ACTIVE:
+                            metrics.held(self, kind, seconds)
+            except Exception as error:
+                fail(error)
+        return result
+
+    def release_borrowed(self: Any, borrower: Any) -> Any:
+        result = original(self, borrower)
         if core.ACTIVE:
             try:
-                owner = args[0] if borrower_arg else None
-                seconds = core.hold_ended(self, owner, multi, current_task)
+                seconds = core.hold_ended(self, borrower, True)
                 if seconds is not None:
                     metrics = telemetry.current
                     if metrics is not None:
@@ -332,6 +382,6 @@ def make_release(
                 fail(error)
         return result
 
-    chosen = release if multi else release_binary
-    chosen.__wrapped__ = original  # type: ignore[attr-defined]
+    chosen: Any = release_borrowed if borrower_arg else release_multi if multi else release_binary
+    chosen.__wrapped__ = original
     return chosen

@@ -116,14 +116,14 @@ def _patch_asyncio_backend(module: ModuleType) -> None:
     lock_kind = semconv.LOCK_KIND_ANYIO_LOCK
     semaphore_kind = semconv.LOCK_KIND_ANYIO_SEMAPHORE
     limiter_kind = semconv.LOCK_KIND_ANYIO_CAPACITY_LIMITER
-    for cls_name, kind, busy, multi in (
-        ("Lock", lock_kind, _lock_busy, False),
-        ("Semaphore", semaphore_kind, _semaphore_busy, True),
+    for cls_name, kind, busy, multi, shape in (
+        ("Lock", lock_kind, _lock_busy, False, wrappers.SHAPE_OWNER),
+        ("Semaphore", semaphore_kind, _semaphore_busy, True, wrappers.SHAPE_COUNTER),
     ):
         cls = getattr(module, cls_name, None)
         if cls is None or "acquire" not in cls.__dict__:  # anyio < 4.5: no backend class
             continue
-        _patch_common(cls, kind, busy, multi, current)
+        _patch_common(cls, kind, busy, multi, current, shape)
     limiter = getattr(module, "CapacityLimiter", None)
     if limiter is not None and "acquire_on_behalf_of" in limiter.__dict__:
         _patches.patch(limiter, "__init__", _init)
@@ -157,12 +157,16 @@ def _patch_asyncio_backend(module: ModuleType) -> None:
         )
 
 
-def _patch_common(cls: type, kind: str, busy: Any, multi: bool, current: Any) -> None:
+def _patch_common(
+    cls: type, kind: str, busy: Any, multi: bool, current: Any, shape: int = 0
+) -> None:
     _patches.patch(cls, "__init__", _init)
     _patches.patch(
         cls,
         "acquire",
-        lambda original: wrappers.make_acquire(original, kind, busy, busy, multi, current),
+        lambda original: wrappers.make_acquire(
+            original, kind, busy, busy, multi, current, shape=shape
+        ),
     )
     if "acquire_nowait" in cls.__dict__:
         _patches.patch(

@@ -72,7 +72,13 @@ def install(runtime: Runtime) -> None:
         asyncio.Lock,
         "acquire",
         lambda original: wrappers.make_acquire(
-            original, lock_kind, _lock_busy, _lock_contended, False, current
+            original,
+            lock_kind,
+            _lock_busy,
+            _lock_contended,
+            False,
+            current,
+            shape=wrappers.SHAPE_LOCKED_FLAG,
         ),
     )
     _patches.patch(
@@ -84,7 +90,13 @@ def install(runtime: Runtime) -> None:
         asyncio.Semaphore,
         "acquire",
         lambda original: wrappers.make_acquire(
-            original, semaphore_kind, _semaphore_busy, _semaphore_contended, True, current
+            original,
+            semaphore_kind,
+            _semaphore_busy,
+            _semaphore_contended,
+            True,
+            current,
+            shape=wrappers.SHAPE_COUNTER,
         ),
     )
     _patches.patch(
