@@ -240,6 +240,8 @@ class AnyioOwnedGenerator(Generic[T]):
                 if waiting is not None:
                     self._wake(waiting, self._steps.final_outcome())
             receive.close()
+            if self._send is not None:
+                self._send.close()
             self._done.set()
 
     def _wake(self, request: Request[T], outcome: Outcome[T]) -> None:
@@ -260,6 +262,7 @@ class AnyioOwnedGenerator(Generic[T]):
             return
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
             self._send.send_nowait(None)
+        self._send.close()
         await self._done.wait()
         if self._error:
             raise self._error.pop()
