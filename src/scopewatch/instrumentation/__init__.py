@@ -10,7 +10,7 @@ FEATURE_MODULES: dict[str, tuple[str, ...]] = {
         "scopewatch.instrumentation.anyio_scopes",
         "scopewatch.instrumentation.asyncio_scopes",
     ),
-    "tasks": (),
+    "tasks": ("scopewatch.instrumentation.tasks",),
     "locks": (
         "scopewatch.instrumentation.asyncio_locks",
         "scopewatch.instrumentation.anyio_locks",

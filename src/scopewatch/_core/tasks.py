@@ -1,0 +1,468 @@
+"""Task records: what a task runs, who spawned it, who asked it to cancel, how it ended.
+
+Pure bookkeeping, no OpenTelemetry and no patching: ``scopewatch.instrumentation.tasks`` feeds
+a :class:`TaskTracker` and a :class:`TaskSink` (``scopewatch.telemetry.tasks``) makes telemetry.
+The hot path (:meth:`TaskTracker.begin`) is a dictionary lookup per coroutine code object, one
+clock read and one small object; names are formatted only when a task is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import os
+import sys
+import time
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from scopewatch import semconv
+from scopewatch._core import cancels, frames
+from scopewatch._core.records import CancelInfo, Violation
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import CodeType, FrameType
+
+    from scopewatch._core.records import ScopeRecord
+
+PY311 = sys.version_info >= (3, 11)
+RECORD_ATTRIBUTE = "_scopewatch_record"
+"""Slot of scopewatch's own ``Task`` subclass holding the task's record."""
+
+_WRAPPERS: dict[str, tuple[str, str, str]] = {
+    "_run_coro": ("anyio/_core/_tasks.py", "self", "_coro"),
+    "trace_coroutine": ("opentelemetry/instrumentation/asyncio/__init__.py", "coro", ""),
+}
+"""``co_name`` -> (file suffix, local, attribute): library coroutines that wrap the user's one
+(anyio's ``TaskHandle._run_coro``, opentelemetry-instrumentation-asyncio's ``trace_coroutine``);
+the task is named after the coroutine they wrap."""
+
+
+@dataclass(slots=True, frozen=True)
+class CodeInfo:
+    """What a task runs: its span name and the ``code.*`` facts of the coroutine function."""
+
+    span_name: str
+    qualname: str
+    file: str = ""
+    line: int = 0
+
+
+@dataclass(slots=True, frozen=True)
+class _Unwrap:
+    local: str
+    attribute: str
+
+
+@dataclass(slots=True, eq=False)
+class TaskRecord:
+    """One tracked task from creation to its end."""
+
+    info: CodeInfo
+    tracker: TaskTracker
+    start: float
+    """``time.perf_counter()`` at creation."""
+    parent: str
+    """Name of the task that created it (``""`` outside any task)."""
+    parent_context: Any
+    """OpenTelemetry context current at creation (opaque here)."""
+    span: Any = None
+    span_context: Any = None
+    """The task span's context once a span exists (for links from tasks it cancels)."""
+    cancel: CancelInfo | None = None
+    """The first cancellation request not yet undone (``uncancel()``)."""
+    canceller_frames: frames.Frames = ()
+    delivered_frames: frames.Frames = ()
+    """Where the task was suspended when ``cancel()`` was called."""
+    converted: bool = False
+    """An ``asyncio.timeout`` expired while that request was pending (it may convert it)."""
+    ended: bool = False
+    group_requests: int = 0
+    """Requests by an ``asyncio.TaskGroup`` on its parent not (yet) undone by that group: some
+    Pythons (3.11, early 3.12) never undo them, so they are not the task's to re-raise."""
+
+    def done(self, task: Any) -> None:
+        """Done callback of the task."""
+        if not self.ended:
+            self.tracker.task_done(self, task)
+
+
+class TaskSink(Protocol):
+    """Receives task facts; implemented by the telemetry layer."""
+
+    def current_context(self) -> Any:
+        """The OpenTelemetry context current now (the parent of a task created now)."""
+
+    def current_span_context(self) -> Any:
+        """The calling task's recording span context, for cancel links, or ``None``."""
+
+    def finished(
+        self, record: TaskRecord, task: Any, outcome: str, violation: Violation | None
+    ) -> None:
+        """A task ended with ``outcome``; ``violation`` is a swallowed cancellation, if any."""
+
+    def abandoned(self, record: TaskRecord, task: Any) -> None:
+        """The task's loop closed while it was still pending."""
+
+
+def outcome_of(task: Any) -> str:
+    """``ok``, ``error`` or ``cancelled``; never marks the exception as retrieved."""
+    if task.cancelled():
+        return semconv.OUTCOME_CANCELLED
+    if getattr(task, "_exception", None) is not None:
+        return semconv.OUTCOME_ERROR
+    return semconv.OUTCOME_OK
+
+
+def _pending_cancel(task: Any, record: TaskRecord) -> bool:
+    """Whether a cancellation was requested and not yet undone (3.10: not yet delivered)."""
+    if PY311:
+        return bool(task.cancelling())
+    if getattr(task, "_must_cancel", False):
+        return True
+    waiter = getattr(task, "_fut_waiter", None)
+    return waiter is not None and waiter.cancelled()
+
+
+class TaskTracker:
+    """Task records, cancel attribution and swallowed-cancellation detection."""
+
+    def __init__(
+        self,
+        sink: TaskSink,
+        stack_depth: int,
+        max_tracked: int,
+        exclude: tuple[str, ...],
+        scope_lookup: Callable[[object], ScopeRecord | None] | None = None,
+    ) -> None:
+        self.sink = sink
+        self.stack_depth = stack_depth
+        self.max_tracked = max_tracked
+        self.exclude = exclude
+        self.scope_lookup = scope_lookup
+        self.active = 0
+        """Tracked tasks not yet done (``scopewatch.task.active``)."""
+        self.untracked = 0
+        self._codes: dict[Any, CodeInfo | _Unwrap | None] = {}
+        self._foreign: weakref.WeakKeyDictionary[Any, TaskRecord] = weakref.WeakKeyDictionary()
+        self._current_context = sink.current_context
+
+    # --- creation ---------------------------------------------------------------------------
+
+    def begin(self, coro: Any, loop: Any) -> TaskRecord | None:
+        """A record for a task about to be created for ``coro``, or ``None`` (not tracked)."""
+        if self.active >= self.max_tracked:
+            self.untracked += 1
+            return None
+        try:
+            code = coro.cr_code
+        except AttributeError:
+            info = self._info(coro)
+        else:
+            found = self._codes.get(code, _MISSING)
+            if found is _MISSING:
+                found = self._classify(code)
+            info = self._unwrap(coro, found) if type(found) is _Unwrap else found
+        if info is None:
+            return None
+        parent = asyncio.current_task(loop)
+        return TaskRecord(
+            info,
+            self,
+            time.perf_counter(),
+            parent.get_name() if parent is not None else "",
+            self._current_context(),
+        )
+
+    def remember_foreign(self, task: Any, record: TaskRecord) -> None:
+        """Keep the record of a task that is not scopewatch's ``Task`` subclass."""
+        self._foreign[task] = record
+
+    def record_of(self, task: Any) -> TaskRecord | None:
+        """The record of a tracked task, or ``None``."""
+        record = getattr(task, RECORD_ATTRIBUTE, None)
+        if record is None:
+            try:
+                record = self._foreign.get(task)
+            except TypeError:
+                return None
+        return record
+
+    def _classify(self, code: CodeType) -> CodeInfo | _Unwrap | None:
+        wrapper = _WRAPPERS.get(code.co_name)
+        if wrapper is not None and code.co_filename.replace(os.sep, "/").endswith(wrapper[0]):
+            found: CodeInfo | _Unwrap | None = _Unwrap(wrapper[1], wrapper[2])
+        else:
+            qualname = frames.qualname(code)
+            file = code.co_filename
+            if self._excluded(qualname, file):
+                found = None
+            else:
+                found = CodeInfo(
+                    semconv.SPAN_TASK_PREFIX + qualname, qualname, file, code.co_firstlineno
+                )
+        self._codes[code] = found
+        return found
+
+    def _info(self, awaitable: Any) -> CodeInfo | None:
+        kind = type(awaitable)
+        found = self._codes.get(kind, _MISSING)
+        if found is _MISSING:
+            qualname = kind.__qualname__
+            if not asyncio.iscoroutine(awaitable) or self._excluded(qualname, ""):
+                found = None  # not a task's coroutine: asyncio raises its own TypeError
+            else:
+                found = CodeInfo(semconv.SPAN_TASK_PREFIX + qualname, qualname)
+            self._codes[kind] = found
+        return found if isinstance(found, CodeInfo) else None
+
+    def _unwrap(self, coro: Any, how: _Unwrap) -> CodeInfo | None:
+        inner = None
+        frame = getattr(coro, "cr_frame", None)
+        if frame is not None:
+            inner = frame.f_locals.get(how.local)
+            if inner is not None and how.attribute:
+                inner = getattr(inner, how.attribute, None)
+        code = getattr(inner, "cr_code", None)
+        if code is None:
+            code = coro.cr_code
+            qualname = frames.qualname(code)
+            return CodeInfo(semconv.SPAN_TASK_PREFIX + qualname, qualname, code.co_filename)
+        info = self._codes.get(code, _MISSING)
+        if info is _MISSING:
+            info = self._classify(code)
+        if isinstance(info, _Unwrap):
+            return self._unwrap(inner, info)
+        return info if isinstance(info, CodeInfo) else None
+
+    def _excluded(self, qualname: str, file: str) -> bool:
+        return any(
+            fnmatch.fnmatchcase(qualname, glob) or (file and fnmatch.fnmatchcase(file, glob))
+            for glob in self.exclude
+        )
+
+    # --- cancellation -----------------------------------------------------------------------
+
+    def cancel_requested(
+        self, task: Any, record: TaskRecord, message: Any, frame: FrameType | None
+    ) -> None:
+        """``task.cancel(message)`` is being called by ``frame`` (before it takes effect)."""
+        if task.done():
+            return
+        caller_role = cancels.role_of(frame.f_code) if frame is not None else ""
+        if caller_role == cancels.GROUP_CHILD_DONE and PY311:
+            record.group_requests += 1
+        if record.cancel is not None and _pending_cancel(task, record):
+            if caller_role == cancels.TIMEOUT:
+                record.converted = record.cancel.origin != semconv.ORIGIN_DEADLINE
+            return
+        call = cancels.walk(frame)
+        record.cancel = self._describe(task, call, message)
+        depth = max(self.stack_depth, 1)
+        record.canceller_frames, _, _ = frames.capture(frame, depth)
+        record.delivered_frames = cancels.suspended_frames(task.get_coro(), depth)
+        record.converted = False
+
+    def cancel_info(self, task: Any) -> CancelInfo | None:
+        """Who asked ``task`` to cancel, while that request is still in force."""
+        record = self.record_of(task)
+        if record is None or record.cancel is None:
+            return None
+        if PY311 and not task.cancelling():
+            return None
+        return record.cancel
+
+    def uncancel_requested(self, task: Any, record: TaskRecord, frame: FrameType | None) -> None:
+        """``task.uncancel()`` is being called by ``frame``."""
+        if (
+            record.group_requests
+            and frame is not None
+            and cancels.role_of(frame.f_code) == cancels.GROUP_BODY
+        ):
+            record.group_requests -= 1
+
+    def _describe(self, task: Any, call: cancels.CancelCall, message: Any) -> CancelInfo:
+        current = asyncio.current_task(task.get_loop())
+        facts = _CallFacts(
+            call,
+            current.get_name() if current is not None else "",
+            _location(call.user),
+            "" if message is None else str(message),
+        )
+        role = call.first()
+        if role == cancels.PROPAGATE:
+            return self._propagated(call.local(role, "self"), facts.location)
+        if role == cancels.ANYIO_DELIVER:
+            return self._anyio(call, facts.reason, facts.location)
+        if role in (cancels.GROUP_ABORT, cancels.GROUP_CHILD_DONE, cancels.GROUP_BODY):
+            return self._group(facts)
+        if role:
+            return self._library(role, facts)
+        origin = semconv.ORIGIN_EXPLICIT if current is task else semconv.ORIGIN_EXTERNAL
+        return CancelInfo(origin, facts.task, facts.location, facts.reason, self._span_now())
+
+    def _library(self, role: str, facts: _CallFacts) -> CancelInfo:
+        """A timeout, ``wait_for``, ``gather`` or ``asyncio.run`` asked."""
+        if role == cancels.TIMEOUT:
+            scope = self._scope(facts.call.local(role, "self"))
+            where = frames.location(scope.frames) if scope is not None else facts.location
+            return CancelInfo(semconv.ORIGIN_DEADLINE, "", where, "asyncio.timeout expired")
+        if role == cancels.WAIT_FOR:
+            if not isinstance(sys.exc_info()[1], asyncio.CancelledError):
+                why = "wait_for() timed out"
+                return CancelInfo(semconv.ORIGIN_DEADLINE, facts.task, facts.location, why)
+            why = "the task awaiting it in wait_for() was cancelled"
+            return CancelInfo(semconv.ORIGIN_PARENT, facts.task, facts.location, why)
+        if role == cancels.GATHER:
+            why = "the gather() awaiting it was cancelled"
+            return CancelInfo(
+                semconv.ORIGIN_PARENT, facts.task, facts.location, why, self._span_now()
+            )
+        why = (
+            "asyncio.run() received SIGINT"
+            if role == cancels.SIGINT
+            else "asyncio.run() cancelled the tasks still running at shutdown"
+        )
+        return CancelInfo(semconv.ORIGIN_EXTERNAL, "", "", why)
+
+    def _group(self, facts: _CallFacts) -> CancelInfo:
+        """An ``asyncio.TaskGroup`` aborted: a child failed, or its body raised."""
+        child = facts.call.local(cancels.GROUP_CHILD_DONE, "task")
+        if child is not None:
+            return self._sibling_failed(child, facts.location)
+        group = self._scope(facts.call.local(facts.call.first(), "self"))
+        where = facts.location or (frames.location(group.frames) if group is not None else "")
+        why = "the body of its asyncio.TaskGroup raised"
+        return CancelInfo(semconv.ORIGIN_PARENT, facts.task, where, why, self._span_now())
+
+    def _propagated(self, outer: Any, location: str) -> CancelInfo:
+        outer_record = self.record_of(outer) if outer is not None else None
+        outer_name = outer.get_name() if outer is not None else ""
+        source = outer_record.cancel if outer_record is not None else None
+        why = f"the task {outer_name!r} awaiting it was cancelled"
+        if source is None:
+            return CancelInfo(semconv.ORIGIN_PARENT, outer_name, location, why)
+        origin = (
+            semconv.ORIGIN_DEADLINE
+            if source.origin == semconv.ORIGIN_DEADLINE
+            else semconv.ORIGIN_PARENT
+        )
+        reason = f"{why}: {source.reason}" if source.reason else why
+        return CancelInfo(origin, source.task, source.location, reason, source.span_context)
+
+    def _sibling_failed(self, child: Any, location: str) -> CancelInfo:
+        error = getattr(child, "_exception", None)
+        failure = type(error).__name__ if error is not None else "CancelledError"
+        name = child.get_name()
+        child_record = self.record_of(child)
+        where = cancels.raise_location(error) or location
+        return CancelInfo(
+            semconv.ORIGIN_PARENT,
+            name,
+            where,
+            f"sibling task {name!r} failed with {failure}",
+            child_record.span_context if child_record is not None else None,
+        )
+
+    def _anyio(self, call: cancels.CancelCall, reason: str, location: str) -> CancelInfo:
+        scope = self._scope(call.local(cancels.ANYIO_DELIVER, "origin"))
+        source = scope.cancel if scope is not None else None
+        child = call.local(cancels.ANYIO_CHILD_DONE, "_task")
+        if child is not None:
+            return self._sibling_failed(child, location)
+        if source is None:
+            where = frames.location(scope.frames) if scope is not None else location
+            return CancelInfo(semconv.ORIGIN_PARENT, "", where, reason)
+        origin = (
+            semconv.ORIGIN_DEADLINE
+            if source.origin == semconv.ORIGIN_DEADLINE
+            else semconv.ORIGIN_PARENT
+        )
+        why = source.reason or (f"{scope.kind} was cancelled" if scope is not None else reason)
+        return CancelInfo(origin, source.task, source.location, why, source.span_context)
+
+    def _scope(self, obj: object) -> ScopeRecord | None:
+        if obj is None or self.scope_lookup is None:
+            return None
+        return self.scope_lookup(obj)
+
+    def _span_now(self) -> Any:
+        return self.sink.current_span_context()
+
+    # --- end --------------------------------------------------------------------------------
+
+    def task_done(self, record: TaskRecord, task: Any) -> None:
+        """The task ended: outcome, swallowed cancellation, telemetry."""
+        record.ended = True
+        self.active -= 1
+        outcome = outcome_of(task)
+        violation = None
+        if PY311 and outcome == semconv.OUTCOME_OK and task.cancelling() > record.group_requests:
+            violation = self.swallowed(record, task)
+        self.sink.finished(record, task, outcome, violation)
+
+    def swallowed(self, record: TaskRecord, task: Any) -> Violation:
+        """The ``cancel_swallowed`` violation of a task that ended normally while cancelled."""
+        info = record.cancel
+        name = task.get_name()
+        delivered = frames.location(record.delivered_frames) or "an unknown location"
+        if info is not None:
+            by = f"task {info.task!r}" if info.task else "a callback"
+            asked = f"{by} at {info.location or 'an unknown location'} ({info.origin})"
+        else:
+            asked = "code scopewatch did not see"
+        if record.converted:
+            cause = semconv.CAUSE_TIMEOUT_CONVERTED
+            detail = (
+                f"Task.cancel() was called by {asked} and was still pending when an "
+                "asyncio.timeout expired; asyncio turned both into one TimeoutError, the task "
+                f"handled it as a timeout and the cancellation was lost (cancelling()="
+                f"{task.cancelling()}). It was delivered at {delivered}."
+            )
+        else:
+            cause = semconv.CAUSE_CANCEL_CAUGHT
+            detail = (
+                f"Task.cancel() was called by {asked}; the CancelledError was delivered at "
+                f"{delivered} and the task then finished normally (cancelling()="
+                f"{task.cancelling()})."
+            )
+        return Violation(
+            kind=semconv.KIND_CANCEL_SWALLOWED,
+            cause=cause,
+            scope_kind=record.info.span_name,
+            enter_task=name,
+            exit_task=info.task if info is not None else "",
+            asyncgen="",
+            enter_frames=record.delivered_frames,
+            exit_frames=record.canceller_frames,
+            detail=detail,
+        )
+
+    def loop_closing(self, loop: Any) -> None:
+        """``loop`` is closing: tasks still pending on it will never finish."""
+        for task in asyncio.all_tasks(loop):
+            record = self.record_of(task)
+            if record is not None and not record.ended:
+                record.ended = True
+                self.active -= 1
+                self.sink.abandoned(record, task)
+
+
+_MISSING: Any = object()
+
+
+@dataclass(slots=True)
+class _CallFacts:
+    call: cancels.CancelCall
+    task: str
+    """Name of the task running the ``cancel()`` call (``""`` in a callback)."""
+    location: str
+    reason: str
+
+
+def _location(frame: FrameType | None) -> str:
+    if frame is None:
+        return ""
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"

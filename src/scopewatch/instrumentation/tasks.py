@@ -1,0 +1,329 @@
+"""Every asyncio task, however created, and every ``Task.cancel()`` call on it.
+
+``BaseEventLoop.create_task`` (what ``asyncio.create_task``, ``ensure_future``, ``TaskGroup`` and
+anyio call) is replaced by a function doing exactly what it did, except that without a task
+factory it builds scopewatch's :class:`Task` (an ``asyncio.Task`` subclass whose only override
+is ``cancel``, to see who asks). A task factory set by the user, before or after instrumenting,
+is still the one called (its tasks are tracked, without cancel attribution);
+``asyncio.eager_task_factory`` builds scopewatch's eager subclass; uvloop's loop class gets
+the same treatment. Coroutines are never wrapped: ``task.get_coro()`` is the user's coroutine.
+``loop.close()`` is observed to report scopes and tasks still open on that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import sys
+from typing import TYPE_CHECKING, Any
+
+import wrapt
+
+from scopewatch._core import cancels, frames
+from scopewatch._core.tasks import RECORD_ATTRIBUTE, TaskRecord, TaskTracker
+from scopewatch._safety import Part
+from scopewatch.instrumentation import _scope_state
+from scopewatch.telemetry.tasks import TaskTelemetry
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from scopewatch._core.records import ScopeRecord
+    from scopewatch._runtime import Runtime
+
+PART = Part("task instrumentation")
+PY311 = sys.version_info >= (3, 11)
+_QUIET = contextvars.Context()
+"""Done callbacks run in this empty context instead of a copy per task."""
+
+_tracker: TaskTracker | None = None
+_telemetry: TaskTelemetry | None = None
+_live = False
+_originals: list[tuple[Any, str, Any]] = []
+_cells: list[tuple[Any, Any]] = []
+_ABSENT: Any = object()
+
+
+class Task(asyncio.Task):  # type: ignore[type-arg]
+    """``asyncio.Task`` that tells scopewatch who calls ``cancel()``; otherwise identical."""
+
+    __slots__ = (RECORD_ATTRIBUTE,)
+
+    def cancel(self, msg: Any = None) -> bool:
+        """Note the request (caller, reason, where this task is suspended), then cancel."""
+        tracker = _tracker
+        if tracker is not None and PART.enabled:
+            record = getattr(self, RECORD_ATTRIBUTE, None)
+            if record is not None and record.tracker is tracker:
+                try:
+                    tracker.cancel_requested(self, record, msg, sys._getframe(1))
+                except Exception as error:
+                    PART.fail(error)
+        return super().cancel(msg)
+
+    if PY311:
+
+        def uncancel(self) -> int:
+            """Note who undoes a request (task groups on some Pythons never do), then undo."""
+            tracker = _tracker
+            if tracker is not None and PART.enabled:
+                record = getattr(self, RECORD_ATTRIBUTE, None)
+                if record is not None and record.tracker is tracker:
+                    try:
+                        tracker.uncancel_requested(self, record, sys._getframe(1))
+                    except Exception as error:
+                        PART.fail(error)
+            return super().uncancel()
+
+
+cancels.register_role(Task.cancel.__code__, cancels.PROPAGATE)
+
+
+class _EagerTask(Task):
+    """What ``asyncio.eager_task_factory`` builds while instrumenting (3.12+).
+
+    anyio builds tasks straight from that factory's constructor, so this class registers itself.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, coro: Any, *, loop: Any = None, **kwargs: Any) -> None:
+        record = _begin(coro, loop)
+        if record is None:
+            super().__init__(coro, loop=loop, **kwargs)
+            return
+        token = _telemetry.start(record) if _live and _telemetry is not None else None
+        try:
+            super().__init__(coro, loop=loop, **kwargs)
+        except BaseException:
+            _discard(record)
+            raise
+        finally:
+            if token is not None and _telemetry is not None:
+                _telemetry.release(token)
+        _register(self, record)
+
+
+def install(runtime: Runtime) -> None:
+    """Replace ``create_task`` / ``close`` of the loop classes; hook eager tasks and uvloop."""
+    global _tracker, _telemetry, _live
+    telemetry = TaskTelemetry(runtime)
+    settings = runtime.settings
+    tracker = TaskTracker(
+        telemetry, settings.stack_depth, settings.max_tracked, settings.exclude, _scope_record
+    )
+    _telemetry, _tracker, _live = telemetry, tracker, telemetry.live_spans
+    runtime.extras["tasks"] = tracker
+    runtime.instruments.set_active_tasks(lambda: tracker.active)
+    scopes = _scope_state.tracker
+    if scopes is not None:
+        scopes.task_cancel_info = tracker.cancel_info
+    PART.reset()
+    loop_class = asyncio.BaseEventLoop
+    _patch(loop_class, "create_task", _base_create_task(loop_class.__dict__["create_task"]))
+    _patch(loop_class, "close", _close(loop_class.__dict__["close"]))
+    factory = getattr(asyncio, "eager_task_factory", None)
+    closure = getattr(factory, "__closure__", None)
+    if closure and closure[0].cell_contents is asyncio.Task:
+        _cells.append((closure[0], asyncio.Task))
+        closure[0].cell_contents = _EagerTask
+    for name, hook in (("uvloop", _patch_uvloop), ("anyio", _anyio_is_library)):
+        if name in sys.modules:
+            hook(sys.modules[name])
+        else:
+            wrapt.register_post_import_hook(hook, name)
+
+
+def uninstall() -> None:
+    """Restore every original (tasks created meanwhile keep working as plain tasks)."""
+    global _tracker, _telemetry, _live
+    scopes = _scope_state.tracker
+    if (
+        scopes is not None
+        and _tracker is not None
+        and scopes.task_cancel_info == _tracker.cancel_info
+    ):
+        scopes.task_cancel_info = None
+    while _originals:
+        owner, name, original = _originals.pop()
+        if original is _ABSENT:
+            delattr(owner, name)
+        else:
+            setattr(owner, name, original)
+    while _cells:
+        cell, original = _cells.pop()
+        cell.cell_contents = original
+    _tracker, _telemetry, _live = None, None, False
+
+
+def _patch(owner: Any, name: str, replacement: Any) -> None:
+    """Set ``owner.name``; an inherited attribute is deleted again on uninstall."""
+    _originals.append((owner, name, owner.__dict__.get(name, _ABSENT)))
+    setattr(owner, name, replacement)
+
+
+def _scope_record(obj: object) -> ScopeRecord | None:
+    scopes = _scope_state.tracker
+    return scopes.record_of(obj) if scopes is not None else None
+
+
+def _anyio_is_library(module: ModuleType) -> None:
+    if _tracker is not None:
+        frames.add_internal_package(module.__file__)
+
+
+# --- creation -------------------------------------------------------------------------------
+
+
+def _begin(coro: Any, loop: Any) -> TaskRecord | None:
+    tracker = _tracker
+    if tracker is None or not PART.enabled:
+        return None
+    try:
+        if loop is None:
+            loop = asyncio.get_running_loop()
+        return tracker.begin(coro, loop)
+    except Exception as error:
+        PART.fail(error)
+        return None
+
+
+def _register(task: Any, record: TaskRecord) -> None:
+    tracker = record.tracker
+    try:
+        if isinstance(task, Task):
+            setattr(task, RECORD_ATTRIBUTE, record)
+        else:
+            tracker.remember_foreign(task, record)
+        task.add_done_callback(record.done, context=_QUIET)
+        tracker.active += 1
+    except Exception as error:
+        PART.fail(error)
+
+
+def _discard(record: TaskRecord) -> None:
+    if _telemetry is not None:
+        _telemetry.discard(record)
+
+
+def _base_create_task(original: Any) -> Any:
+    """``BaseEventLoop.create_task``, building scopewatch's ``Task`` when there is no factory."""
+
+    def create_task(self: Any, coro: Any, *, name: Any = None, context: Any = None) -> Any:
+        if self._task_factory is not None or (context is not None and not PY311):
+            return _through(original, self, coro, name, context)
+        self._check_closed()
+        record = _begin(coro, self)
+        if record is None:
+            return _call(original, self, coro, name, context)
+        token = _telemetry.start(record) if _live and _telemetry is not None else None
+        try:
+            if context is None:
+                task = Task(coro, loop=self, name=name)
+            else:
+                task = Task(coro, loop=self, name=name, context=context)
+        except BaseException:
+            _discard(record)
+            raise
+        finally:
+            if token is not None and _telemetry is not None:
+                _telemetry.release(token)
+        source_traceback = task._source_traceback  # type: ignore[attr-defined]
+        if source_traceback:
+            del source_traceback[-1]
+        _register(task, record)
+        return task
+
+    create_task.__doc__ = original.__doc__
+    return create_task
+
+
+def _generic_create_task(original: Any) -> Any:
+    """``create_task`` of a loop class that is not a ``BaseEventLoop`` (uvloop)."""
+
+    def create_task(self: Any, coro: Any, *, name: Any = None, context: Any = None) -> Any:
+        if self.get_task_factory() is not None or self.is_closed():
+            return _through(original, self, coro, name, context)
+        record = _begin(coro, self)
+        if record is None:
+            return _call(original, self, coro, name, context)
+        token = _telemetry.start(record) if _live and _telemetry is not None else None
+        try:
+            if context is None:
+                task = Task(coro, loop=self, name=name)
+            else:
+                task = Task(coro, loop=self, name=name, context=context)
+        except BaseException:
+            _discard(record)
+            raise
+        finally:
+            if token is not None and _telemetry is not None:
+                _telemetry.release(token)
+        _register(task, record)
+        return task
+
+    create_task.__doc__ = original.__doc__
+    return create_task
+
+
+def _call(original: Any, loop: Any, coro: Any, name: Any, context: Any) -> Any:
+    if context is None:
+        return original(loop, coro, name=name)
+    return original(loop, coro, name=name, context=context)
+
+
+def _through(original: Any, loop: Any, coro: Any, name: Any, context: Any) -> Any:
+    """Let the loop's own path (its task factory) build the task, then track that task."""
+    factory = loop.get_task_factory()
+    if _cells and factory is getattr(asyncio, "eager_task_factory", None):
+        return _call(original, loop, coro, name, context)  # builds an _EagerTask: tracked
+    record = _begin(coro, loop)
+    if record is None:
+        return _call(original, loop, coro, name, context)
+    token = _telemetry.start(record) if _live and _telemetry is not None else None
+    try:
+        task = _call(original, loop, coro, name, context)
+    except BaseException:
+        _discard(record)
+        raise
+    finally:
+        if token is not None and _telemetry is not None:
+            _telemetry.release(token)
+    if record.tracker.record_of(task) is None:
+        _register(task, record)
+    else:
+        _discard(record)
+    return task
+
+
+# --- loop close -----------------------------------------------------------------------------
+
+
+def _close(original: Any) -> Any:
+    def close(self: Any) -> None:
+        if _tracker is not None and PART.enabled and not self.is_running() and not self.is_closed():
+            try:
+                _loop_closing(self)
+            except Exception as error:
+                PART.fail(error)
+        original(self)
+
+    close.__doc__ = original.__doc__
+    return close
+
+
+def _loop_closing(loop: Any) -> None:
+    tracker = _tracker
+    if tracker is not None:
+        tracker.loop_closing(loop)
+    scopes = _scope_state.tracker
+    if scopes is not None:
+        scopes.close_loop(loop)
+
+
+def _patch_uvloop(module: ModuleType) -> None:
+    loop_class = getattr(module, "Loop", None)
+    if _tracker is None or loop_class is None or "create_task" in loop_class.__dict__:
+        return
+    _patch(loop_class, "create_task", _generic_create_task(loop_class.create_task))
+    _patch(loop_class, "close", _close(loop_class.close))

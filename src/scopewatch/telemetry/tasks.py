@@ -1,0 +1,172 @@
+"""Task records -> task spans and task metrics (the :class:`~scopewatch._core.tasks.TaskSink`)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context, trace
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from scopewatch import semconv
+from scopewatch.telemetry.scopes import report_violation
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span, SpanContext
+
+    from scopewatch._core.records import Violation
+    from scopewatch._core.tasks import TaskRecord
+    from scopewatch._runtime import Runtime
+
+_PENDING_AT_CLOSE = "task was still pending when its event loop closed"
+
+
+class TaskTelemetry:
+    """Task spans according to the span mode, ``scopewatch.task.duration`` and links."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        settings = runtime.settings
+        self._runtime = runtime
+        self._tracer = runtime.tracer
+        self._durations = runtime.instruments.task_duration
+        self.live_spans = settings.spans == "all"
+        """Spans start when a task is created (``all``); otherwise they are made afterwards."""
+        self._anomalies = settings.spans == "anomalies"
+        self._slow = settings.slow_threshold
+        self._outcome_attributes = {
+            outcome: {semconv.TASK_OUTCOME: outcome}
+            for outcome in (
+                semconv.OUTCOME_OK,
+                semconv.OUTCOME_ERROR,
+                semconv.OUTCOME_CANCELLED,
+            )
+        }
+
+    # --- TaskSink ---------------------------------------------------------------------------
+
+    def current_context(self) -> context.Context:
+        """The context current now."""
+        return context.get_current()
+
+    def current_span_context(self) -> SpanContext | None:
+        """The calling code's recording span context, if any."""
+        span = trace.get_current_span()
+        return span.get_span_context() if span.is_recording() else None
+
+    def finished(
+        self, record: TaskRecord, task: Any, outcome: str, violation: Violation | None
+    ) -> None:
+        """Record the duration; end or create the span if the task deserves one."""
+        duration = time.perf_counter() - record.start
+        self._durations.record(duration, self._outcome_attributes[outcome])
+        span = record.span
+        if span is None:
+            anomalous = violation is not None or (
+                self._anomalies and (outcome != semconv.OUTCOME_OK or duration > self._slow)
+            )
+            if not anomalous:
+                return
+            span = self._start_late(record, duration, outcome)
+        elif outcome == semconv.OUTCOME_CANCELLED:
+            self._link_canceller(span, record)
+        self._describe(span, record, task, outcome)
+        if violation is not None:
+            report_violation(self._runtime, span, violation)
+        span.end()
+
+    def abandoned(self, record: TaskRecord, task: Any) -> None:
+        """A task never finished: its loop closed. Always reported (it is anomalous)."""
+        span = record.span
+        if span is None:
+            span = self._start_late(record, time.perf_counter() - record.start, "")
+        span.set_attributes(self._attributes(record, task))
+        span.set_status(Status(StatusCode.ERROR, _PENDING_AT_CLOSE))
+        span.end()
+
+    # --- live spans (``all``) ---------------------------------------------------------------
+
+    def start(self, record: TaskRecord) -> object:
+        """Start the task's span now and make it current; returns the token for :meth:`release`.
+
+        Called around the task's construction, so the task's copied context has its span as
+        the current span and spans created inside the task nest under it.
+        """
+        parent = record.parent_context
+        span = self._tracer.start_span(
+            record.info.span_name, context=parent, kind=SpanKind.INTERNAL
+        )
+        record.span = span
+        record.span_context = span.get_span_context()
+        return context.attach(trace.set_span_in_context(span, parent))
+
+    def release(self, token: object) -> None:
+        """Undo :meth:`start`'s attach in the creating code's context."""
+        context.detach(token)  # type: ignore[arg-type]
+
+    def discard(self, record: TaskRecord) -> None:
+        """The task could not be created: end its span unexported-looking (no attributes)."""
+        span = record.span
+        if span is not None:
+            record.span = None
+            span.end()
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _start_late(self, record: TaskRecord, duration: float, outcome: str) -> Span:
+        links = []
+        cancel = record.cancel
+        if (
+            outcome == semconv.OUTCOME_CANCELLED
+            and cancel is not None
+            and cancel.span_context is not None
+        ):
+            links.append(Link(cancel.span_context))
+        span = self._tracer.start_span(
+            record.info.span_name,
+            context=record.parent_context,
+            kind=SpanKind.INTERNAL,
+            start_time=time.time_ns() - int(duration * 1e9),
+            links=links,
+        )
+        record.span = span
+        record.span_context = span.get_span_context()
+        return span
+
+    def _link_canceller(self, span: Span, record: TaskRecord) -> None:
+        cancel = record.cancel
+        if cancel is not None and cancel.span_context is not None:
+            add_link = getattr(span, "add_link", None)  # opentelemetry-api >= 1.23
+            if add_link is not None:
+                add_link(cancel.span_context)
+
+    def _attributes(self, record: TaskRecord, task: Any) -> dict[str, Any]:
+        info = record.info
+        attributes: dict[str, Any] = {semconv.TASK_NAME: task.get_name()}
+        if record.parent:
+            attributes[semconv.TASK_PARENT] = record.parent
+        attributes[semconv.CODE_FUNCTION] = info.qualname
+        if info.file:
+            attributes[semconv.CODE_FILE] = info.file
+            attributes[semconv.CODE_LINE] = info.line
+        return attributes
+
+    def _describe(self, span: Span, record: TaskRecord, task: Any, outcome: str) -> None:
+        attributes = self._attributes(record, task)
+        attributes[semconv.TASK_OUTCOME] = outcome
+        cancel = record.cancel
+        if outcome == semconv.OUTCOME_CANCELLED and cancel is not None:
+            cancel_attributes = {
+                semconv.CANCEL_ORIGIN: cancel.origin,
+                semconv.CANCEL_TASK: cancel.task,
+                semconv.CANCEL_LOCATION: cancel.location,
+            }
+            attributes.update(cancel_attributes)
+            span.add_event(
+                semconv.EVENT_CANCEL, {**cancel_attributes, semconv.CANCEL_REASON: cancel.reason}
+            )
+        span.set_attributes(attributes)
+        if outcome == semconv.OUTCOME_ERROR:
+            error = getattr(task, "_exception", None)
+            span.set_status(
+                Status(StatusCode.ERROR, type(error).__name__ if error is not None else None)
+            )
