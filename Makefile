@@ -12,9 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## make demo: install into .venv and run the example app under opentelemetry-instrument
+## make demo: install into .venv and run the bundled buggy example service, then print its report
 demo: $(STAMP)
-	$(BIN)/python examples/run_demo.py
+	$(BIN)/scopewatch demo
 
 ## make tools: system tools some tests drive for real (Debian packages)
 tools:

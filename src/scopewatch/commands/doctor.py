@@ -114,7 +114,13 @@ def versions() -> list[Finding]:
         else:
             found.append(Finding("info", f"{label} not installed"))
     if _version("opentelemetry-instrumentation-asyncio") is not None:
-        found.append(Finding("warn", ASYNCIO_INSTRUMENTATION))
+        disabled = os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "")
+        if "asyncio" in [part.strip() for part in disabled.split(",")]:
+            found.append(
+                Finding("info", "opentelemetry-instrumentation-asyncio is installed and disabled")
+            )
+        else:
+            found.append(Finding("warn", ASYNCIO_INSTRUMENTATION))
     return found
 
 

@@ -1,0 +1,1 @@
+../src/scopewatch/examples/demo_service.py
