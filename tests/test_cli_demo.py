@@ -1,0 +1,86 @@
+"""``scopewatch demo``: the bundled service ends by itself, exits 0, its report shows the bugs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from scopewatch import semconv
+from scopewatch.commands import demo
+
+SCOPEWATCH = [sys.executable, "-m", "scopewatch.cli"]
+REPO = Path(__file__).resolve().parent.parent
+
+
+def clean_environ() -> dict[str, str]:
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("OTEL_") and key not in ("SCOPEWATCH_OUTPUT", "NO_COLOR")
+    }
+
+
+def test_demo_runs_and_reports_every_bug(tmp_path: Path) -> None:
+    report = tmp_path / "demo.json"
+    result = subprocess.run(
+        [*SCOPEWATCH, "demo", "--format", "json", "--report-file", str(report)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=clean_environ(),
+        timeout=60,  # it needs no server and ends by itself
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "demo: done"
+    assert "Traceback" not in result.stdout + result.stderr
+    data = json.loads(report.read_text())
+    found = {(v["kind"], v["cause"], v["enter"]["task"]) for v in data["violations"]}
+    expected = {
+        (semconv.KIND_CROSS_TASK_EXIT, semconv.CAUSE_ASYNCGEN_FINALIZER, "ticker-reader"),
+        (semconv.KIND_CROSS_TASK_EXIT, semconv.CAUSE_OTHER_TASK, "client-connect"),
+        (semconv.KIND_NON_LIFO_EXIT, semconv.CAUSE_EXIT_ORDER, "Task-1"),
+    }
+    if sys.version_info >= (3, 11):
+        expected.add((semconv.KIND_CROSS_TASK_EXIT, semconv.CAUSE_OTHER_TASK, "request-handler"))
+    assert expected <= found
+    swallowed = [v for v in data["violations"] if v["kind"] == semconv.KIND_CANCEL_SWALLOWED]
+    assert [v["enter"]["task"] for v in swallowed] == ["stubborn-worker"]
+    # the example's own frames are shown (it runs as a script of its own, not as library code)
+    locations = [v["enter"]["location"] for v in data["violations"]]
+    assert all(os.path.basename(where).startswith("demo_service.py:") for where in locations)
+    # healthy traffic next to the bugs
+    assert data["cancellations"]["by_origin"]["deadline"] == 3
+    assert data["cancellations"]["by_origin"]["explicit"] >= 1
+    assert data["locks"][0]["contentions"] >= 1
+    assert data["slowest_scopes"][0]["function"].endswith("slow_report")
+    # the telemetry file is kept for `scopewatch report`
+    telemetry = Path(data["files"][0])
+    assert telemetry.exists()
+    telemetry.unlink()
+
+
+def test_demo_text_report_by_default(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*SCOPEWATCH, "demo", "-o", str(tmp_path / "t.jsonl")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=clean_environ(),
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "fix: close the generator in the task that iterates it" in result.stderr
+    assert result.stderr.splitlines()[-2].startswith("scopewatch: ")
+    assert " violations (" in result.stderr.splitlines()[-2]
+
+
+def test_show_source_and_the_repository_copy() -> None:
+    result = subprocess.run(
+        [*SCOPEWATCH, "demo", "--show-source"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0
+    assert result.stdout == demo.source()
+    assert (REPO / "examples" / "demo_service.py").read_text() == demo.source()
