@@ -34,10 +34,12 @@ RECORD_ATTRIBUTE = "_scopewatch_record"
 _WRAPPERS: dict[str, tuple[str, str, str]] = {
     "_run_coro": ("anyio/_core/_tasks.py", "self", "_coro"),
     "trace_coroutine": ("opentelemetry/instrumentation/asyncio/__init__.py", "coro", ""),
+    "wrapper": ("anyio/_backends/_asyncio.py", "func", ""),
 }
 """``co_name`` -> (file suffix, local, attribute): library coroutines that wrap the user's one
-(anyio's ``TaskHandle._run_coro``, opentelemetry-instrumentation-asyncio's ``trace_coroutine``);
-the task is named after the coroutine they wrap."""
+(anyio's ``TaskHandle._run_coro`` and ``anyio.run``'s root ``wrapper``,
+opentelemetry-instrumentation-asyncio's ``trace_coroutine``): the task is named after the
+coroutine (or coroutine function) they wrap."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -48,6 +50,8 @@ class CodeInfo:
     qualname: str
     file: str = ""
     line: int = 0
+    internal: bool = False
+    """A library's coroutine (asyncio's own housekeeping, anyio's): a span only if anomalous."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -201,7 +205,11 @@ class TaskTracker:
                 found = None
             else:
                 found = CodeInfo(
-                    semconv.SPAN_TASK_PREFIX + qualname, qualname, file, code.co_firstlineno
+                    semconv.SPAN_TASK_PREFIX + qualname,
+                    qualname,
+                    file,
+                    code.co_firstlineno,
+                    frames.is_internal(code),
                 )
         self._codes[code] = found
         return found
@@ -214,7 +222,7 @@ class TaskTracker:
             if not asyncio.iscoroutine(awaitable) or self._excluded(qualname, ""):
                 found = None  # not a task's coroutine: asyncio raises its own TypeError
             else:
-                found = CodeInfo(semconv.SPAN_TASK_PREFIX + qualname, qualname)
+                found = CodeInfo(semconv.SPAN_TASK_PREFIX + qualname, qualname, internal=True)
             self._codes[kind] = found
         return found if isinstance(found, CodeInfo) else None
 
@@ -225,11 +233,13 @@ class TaskTracker:
             inner = frame.f_locals.get(how.local)
             if inner is not None and how.attribute:
                 inner = getattr(inner, how.attribute, None)
-        code = getattr(inner, "cr_code", None)
+        code = getattr(inner, "cr_code", None) or getattr(inner, "__code__", None)
         if code is None:
             code = coro.cr_code
             qualname = frames.qualname(code)
-            return CodeInfo(semconv.SPAN_TASK_PREFIX + qualname, qualname, code.co_filename)
+            return CodeInfo(
+                semconv.SPAN_TASK_PREFIX + qualname, qualname, code.co_filename, internal=True
+            )
         info = self._codes.get(code, _MISSING)
         if info is _MISSING:
             info = self._classify(code)

@@ -92,7 +92,7 @@ class _EagerTask(Task):
         if record is None:
             super().__init__(coro, loop=loop, **kwargs)
             return
-        token = _telemetry.start(record) if _live and _telemetry is not None else None
+        token = _start(record)
         try:
             super().__init__(coro, loop=loop, **kwargs)
         except BaseException:
@@ -201,6 +201,13 @@ def _register(task: Any, record: TaskRecord) -> None:
         PART.fail(error)
 
 
+def _start(record: TaskRecord) -> object:
+    """``all`` mode: start the span of a user task and make it current around its creation."""
+    if _live and _telemetry is not None and not record.info.internal:
+        return _telemetry.start(record)
+    return None
+
+
 def _discard(record: TaskRecord) -> None:
     if _telemetry is not None:
         _telemetry.discard(record)
@@ -216,7 +223,7 @@ def _base_create_task(original: Any) -> Any:
         record = _begin(coro, self)
         if record is None:
             return _call(original, self, coro, name, context)
-        token = _telemetry.start(record) if _live and _telemetry is not None else None
+        token = _start(record)
         try:
             if context is None:
                 task = Task(coro, loop=self, name=name)
@@ -247,7 +254,7 @@ def _generic_create_task(original: Any) -> Any:
         record = _begin(coro, self)
         if record is None:
             return _call(original, self, coro, name, context)
-        token = _telemetry.start(record) if _live and _telemetry is not None else None
+        token = _start(record)
         try:
             if context is None:
                 task = Task(coro, loop=self, name=name)
@@ -280,7 +287,7 @@ def _through(original: Any, loop: Any, coro: Any, name: Any, context: Any) -> An
     record = _begin(coro, loop)
     if record is None:
         return _call(original, loop, coro, name, context)
-    token = _telemetry.start(record) if _live and _telemetry is not None else None
+    token = _start(record)
     try:
         task = _call(original, loop, coro, name, context)
     except BaseException:

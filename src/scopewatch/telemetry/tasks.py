@@ -62,7 +62,8 @@ class TaskTelemetry:
         span = record.span
         if span is None:
             anomalous = violation is not None or (
-                self._anomalies and (outcome != semconv.OUTCOME_OK or duration > self._slow)
+                (self._anomalies or (self.live_spans and record.info.internal))
+                and (outcome != semconv.OUTCOME_OK or duration > self._slow)
             )
             if not anomalous:
                 return
