@@ -200,7 +200,11 @@ class AnyioOwnedGenerator(Generic[T]):
         import anyio
 
         if self._send is None:
-            send, receive = anyio.create_memory_object_stream[Request[T] | None](math.inf)
+            streams: tuple[
+                MemoryObjectSendStream[Request[T] | None],
+                MemoryObjectReceiveStream[Request[T] | None],
+            ] = anyio.create_memory_object_stream(math.inf)  # no [T]: anyio 4.0 has no subscript
+            send, receive = streams
             self._send, self._done = send, anyio.Event()
             self._task_group.start_soon(self._drive, receive, name=self._name)
         return self._send
