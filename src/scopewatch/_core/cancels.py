@@ -127,6 +127,21 @@ def walk(frame: FrameType | None) -> CancelCall:
     return call
 
 
+def requester_frames(frame: FrameType | None, depth: int) -> frames.Frames:
+    """User frames from ``frame`` outwards, innermost first, stopping at the event loop."""
+    kept: list[tuple[CodeType, int]] = []
+    walked = 0
+    while frame is not None and len(kept) < depth and walked < _LIMIT * 4:
+        code = frame.f_code
+        if role_of(code) == BOUNDARY:
+            break
+        if not frames.is_internal(code):
+            kept.append((code, frame.f_lineno))
+        frame = frame.f_back
+        walked += 1
+    return tuple(kept)
+
+
 def suspended_frames(coro: Any, depth: int) -> frames.Frames:
     """Where a task's coroutine chain is suspended now, innermost user frame first."""
     chain: list[tuple[CodeType, int]] = []

@@ -271,7 +271,7 @@ class TaskTracker:
         call = cancels.walk(frame)
         record.cancel = self._describe(task, call, message)
         depth = max(self.stack_depth, 1)
-        record.canceller_frames, _, _ = frames.capture(frame, depth)
+        record.canceller_frames = cancels.requester_frames(frame, depth)
         record.delivered_frames = cancels.suspended_frames(task.get_coro(), depth)
         record.converted = False
 
