@@ -201,7 +201,7 @@ def test_inline_errors_say_what_was_expected(text: str, expected: str) -> None:
     (error,) = errors
     assert expected in str(error)
     assert error.source == "src"
-    assert error.position
+    assert error.position.startswith("character ")
 
 
 @settings(max_examples=400, deadline=None)
@@ -258,6 +258,57 @@ def test_arbitrary_inline_text_parses_or_raises_rule_error(text: str) -> None:
     except RuleError:
         return
     assert all(isinstance(rule, Rule) for rule in parsed)
+
+
+_VALUES = st.sampled_from(
+    ["x", "1", "-2.5", "true", "'a b'", '"q;r"', "anyio.*", "1e9", "nan", "1e400"]
+)
+_ATTRS = st.sampled_from(["k", "scopewatch.violation.kind", "code.line.number"])
+_OPS = st.sampled_from(["==", "!=", ">", ">=", "<", "<=", "glob"])
+_CONDITIONS = st.one_of(
+    st.builds("{} {} {}".format, _ATTRS, _OPS, _VALUES),
+    st.builds(
+        lambda a, vs: f"{a} in ({', '.join(vs)})", _ATTRS, st.lists(_VALUES, min_size=1, max_size=3)
+    ),
+    st.builds("{} exists".format, _ATTRS),
+    st.builds("span == {}".format, _VALUES),
+    st.builds("duration > {}".format, _VALUES),
+    st.sampled_from(["status == error", "status == ok"]),
+)
+_RULE = st.builds(
+    lambda name, conditions, modifiers, actions: (
+        f"{name}: {' and '.join(conditions)} {' '.join(modifiers)} -> {', '.join(actions)}"
+    ),
+    st.sampled_from(["r", "cross-task", "a.b_c"]),
+    st.lists(_CONDITIONS, min_size=1, max_size=3),
+    st.lists(st.sampled_from(["over 3/60", "over 2 / 10", "cooldown 300", "over 0/5"]), max_size=2),
+    st.lists(st.sampled_from(["log", "debugpy"]), min_size=1, max_size=2),
+)
+
+
+@st.composite
+def _mutated_rules(draw: st.DrawFn) -> str:
+    """Grammar-built rules with a few characters inserted or deleted."""
+    text = "; ".join(draw(st.lists(_RULE, min_size=1, max_size=3)))
+    for _ in range(draw(st.integers(0, 3))):
+        index = draw(st.integers(0, len(text)))
+        if draw(st.booleans()):
+            inserted = draw(st.sampled_from([*" ;:,()'\"=!<>-/", "and", "->"]))
+            text = text[:index] + inserted + text[index:]
+        else:
+            text = text[:index] + text[index + 1 :]
+    return text
+
+
+@settings(max_examples=400, deadline=None)
+@given(_mutated_rules())
+def test_mutated_rules_parse_or_raise_rule_error(text: str) -> None:
+    try:
+        parsed = parse_rules(text)
+    except RuleError as error:
+        assert error.position.startswith("character ")  # every error says where
+        return
+    assert parsed and all(isinstance(rule, Rule) for rule in parsed)
 
 
 # --- files and settings -------------------------------------------------------------------------

@@ -150,8 +150,9 @@ class _RuleParser:
         self.fields: dict[str, Any] = {"conditions": []}
         self.seen: set[str] = set()
 
-    def parse(self, name: str) -> Rule:
+    def parse(self, name: str, start: int) -> Rule:
         scanner = self.scanner
+        where = {"": start}
         self.condition()
         while scanner.peek()[:2] == (WORD, "and"):
             scanner.next()
@@ -162,6 +163,7 @@ class _RuleParser:
             if token[0] != WORD or token[1] not in ("over", "cooldown") or token[1] in seen:
                 break
             seen.add(scanner.next()[1])
+            where[token[1]] = token[2]
             if token[1] == "over":
                 self.over()
             else:
@@ -176,7 +178,12 @@ class _RuleParser:
         if token[0] != END and token[1] != ";":
             raise _expected("';' or the end after the actions", token)
         conditions = tuple(self.fields.pop("conditions"))
-        return Rule(name=name, conditions=conditions, **self.fields)
+        try:
+            return Rule(name=name, conditions=conditions, **self.fields)
+        except RuleError as error:  # a value out of range: point at its clause
+            clause = "over" if error.position.startswith("threshold") else error.position
+            at = where.get(clause, start)
+            raise RuleError(error.problem, position=f"character {at + 1}") from None
 
     def over(self) -> None:
         scanner = self.scanner
@@ -295,8 +302,8 @@ def parse_inline(text: str, source: str = "") -> tuple[list[Rule], list[RuleErro
         name = f"#{index}"
         start = scanner.pos
         try:
-            name, _ = scanner.name()
-            rules.append(_RuleParser(scanner).parse(name))
+            name, name_start = scanner.name()
+            rules.append(_RuleParser(scanner).parse(name, name_start))
         except RuleError as error:
             errors.append(error.located(rule=name, source=source))
             scanner.pos = start
