@@ -206,14 +206,16 @@ def test_held_by_task_that_finished(instrument: Any) -> None:
 def test_backend_patched_on_import_and_restored(instrument: Any) -> None:
     import anyio._backends._asyncio as backend
 
-    originals = {attr: backend.Lock.__dict__[attr] for attr in ("__init__", "acquire", "release")}
+    # anyio >= 4.5 has backend lock classes; before, anyio.Lock is the class itself
+    lock_class = backend.Lock if "__new__" in anyio.Lock.__dict__ else anyio.Lock
+    originals = {attr: lock_class.__dict__[attr] for attr in ("__init__", "acquire", "release")}
     limiter_original = backend.CapacityLimiter.__dict__["acquire_on_behalf_of"]
     condition_init = anyio.Condition.__dict__["__init__"]
     telemetry = instrument(instrument=LOCKS)
-    assert backend.Lock.__dict__["acquire"] is not originals["acquire"]
+    assert lock_class.__dict__["acquire"] is not originals["acquire"]
     telemetry.uninstrument()
     for attr, original in originals.items():
-        assert backend.Lock.__dict__[attr] is original
+        assert lock_class.__dict__[attr] is original
     assert backend.CapacityLimiter.__dict__["acquire_on_behalf_of"] is limiter_original
     assert anyio.Condition.__dict__["__init__"] is condition_init
     assert "trio" in sys.modules  # imported by the trio test or now; patched only while active

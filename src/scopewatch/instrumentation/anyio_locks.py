@@ -233,6 +233,7 @@ def _patch_trio_backend(module: ModuleType) -> None:
 def _patch_synchronization(module: ModuleType) -> None:
     condition = module.Condition
     _patches.patch(condition, "__init__", _condition_init)
+    _patch_generic_classes(module)
     for adapter_name, getter, attribute in (
         ("LockAdapter", "_lock", "_internal_lock"),
         ("SemaphoreAdapter", "_semaphore", "_internal_semaphore"),
@@ -243,6 +244,38 @@ def _patch_synchronization(module: ModuleType) -> None:
             continue
         _patches.patch(adapter, "__init__", _init)
         _patches.patch(adapter, getter, _adapter_property(attribute))
+
+
+def _patch_generic_classes(module: ModuleType) -> None:
+    """Patch ``Lock`` and ``Semaphore`` of anyio < 4.5 (one class for every backend).
+
+    Their ``acquire`` calls ``acquire_nowait`` first, which records uncontended holds.
+    """
+    current = wrappers.asyncio_current_task()
+    for cls_name, kind, busy, multi in (
+        ("Lock", semconv.LOCK_KIND_ANYIO_LOCK, _lock_busy, False),
+        ("Semaphore", semconv.LOCK_KIND_ANYIO_SEMAPHORE, _semaphore_busy, True),
+    ):
+        cls = getattr(module, cls_name, None)
+        if cls is None or "__new__" in cls.__dict__ or "acquire_nowait" not in cls.__dict__:
+            continue  # anyio >= 4.5: a factory; its backend classes are patched instead
+        _patch_generic(cls, kind, busy, multi, current)
+
+
+def _patch_generic(cls: type, kind: str, busy: Any, multi: bool, current: Any) -> None:
+    def acquire(original: Any) -> Any:
+        return wrappers.make_acquire(original, kind, busy, busy, multi, current, nowait_inside=True)
+
+    def acquire_nowait(original: Any) -> Any:
+        return wrappers.make_acquire_nowait(original, multi, current)
+
+    def release(original: Any) -> Any:
+        return wrappers.make_release(original, kind, multi, current)
+
+    _patches.patch(cls, "__init__", _init)
+    _patches.patch(cls, "acquire", acquire)
+    _patches.patch(cls, "acquire_nowait", acquire_nowait)
+    _patches.patch(cls, "release", release)
 
 
 def _condition_init(original: Any) -> Any:
