@@ -78,7 +78,7 @@ def test_violation_fails_the_test_with_the_explanation(pytester: pytest.Pytester
             "  cause: the async generator was abandoned un-closed*",
             "  fix: *",
             "  entered at (most recent call last):",
-            '    File "*test_app.py", line *, in break_in_a_task.<locals>.consumer',
+            '    File "*test_app.py", line *, in *consumer',
             "  exited at (most recent call last):",
             "*@pytest.mark.scopewatch_allow('cross_task_exit')*",
             "FAILED test_app.py::test_breaks - scopewatch: 1 cancel-scope violation*",
