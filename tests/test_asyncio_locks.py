@@ -217,7 +217,10 @@ def test_held_locks_hook_and_event(instrument: Any) -> None:
     (span,) = telemetry.spans("task forgetful")
     events = [dict(e.attributes) for e in span.events if e.name == semconv.EVENT_LOCK_HELD_AT_END]
     assert sorted(e[semconv.LOCK_NAME] for e in events) == ["leaked", "pool"]
-    assert all(semconv.LOCK_HELD_FOR in e for e in events)
+    by_name = {e[semconv.LOCK_NAME]: e for e in events}
+    # the first hold after instrumenting is a sampled (timed) one; the next is not
+    assert by_name["leaked"][semconv.LOCK_HELD_FOR] >= 0
+    assert semconv.LOCK_HELD_FOR not in by_name["pool"]
 
 
 def test_uninstrument_restores_originals(instrument: Any) -> None:

@@ -176,12 +176,11 @@ def add_held_at_end_events(span: Span, task: Any) -> int:
         return 0
     held = core.held_locks(task)
     for lock in held:
-        span.add_event(
-            semconv.EVENT_LOCK_HELD_AT_END,
-            {
-                semconv.LOCK_KIND: lock.kind,
-                semconv.LOCK_NAME: lock.name,
-                semconv.LOCK_HELD_FOR: lock.held_for,
-            },
-        )
+        attributes: dict[str, str | float] = {
+            semconv.LOCK_KIND: lock.kind,
+            semconv.LOCK_NAME: lock.name,
+        }
+        if lock.held_for >= 0:  # only sampled holds are timed
+            attributes[semconv.LOCK_HELD_FOR] = lock.held_for
+        span.add_event(semconv.EVENT_LOCK_HELD_AT_END, attributes)
     return len(held)
