@@ -24,7 +24,11 @@ _INTERNAL_PREFIXES: list[str] = [
     _package_dir(os.path.dirname(os.path.abspath(__file__))),  # the scopewatch package
 ]
 _INTERNAL_FILES: set[str] = {os.path.abspath(contextlib.__file__)}
-_internal_cache: dict[CodeType, bool] = {}
+_code_info: dict[int, tuple[CodeType, bool, dict[int, int]]] = {}
+"""``id(code)`` -> ``(code, internal, {f_lasti: line})``. Keyed by ``id()`` because hashing a
+code object hashes its constants and bytecode on every lookup (~150 ns for a large function);
+the entry holds the code object, so its id cannot be reused while cached. The line cache
+spares ``frame.f_lineno``, which decodes the line table on every access."""
 
 
 def add_internal_package(module_file: str | None) -> None:
@@ -32,23 +36,27 @@ def add_internal_package(module_file: str | None) -> None:
     prefix = _package_dir(module_file)
     if prefix not in _INTERNAL_PREFIXES:
         _INTERNAL_PREFIXES.append(prefix)
-        _internal_cache.clear()
+        _code_info.clear()
 
 
 def is_internal(code: CodeType) -> bool:
     """Whether ``code`` belongs to anyio, asyncio, contextlib or scopewatch (cached)."""
-    try:
-        return _internal_cache[code]
-    except KeyError:
-        pass
+    info = _code_info.get(id(code))
+    if info is None or info[0] is not code:
+        info = _classify(code)
+    return info[1]
+
+
+def _classify(code: CodeType) -> tuple[CodeType, bool, dict[int, int]]:
     filename = code.co_filename
     internal = (
         filename in _INTERNAL_FILES
         or filename.startswith(tuple(_INTERNAL_PREFIXES))
         or filename.startswith("<frozen ")
     )
-    _internal_cache[code] = internal
-    return internal
+    info: tuple[CodeType, bool, dict[int, int]] = (code, internal, {})
+    _code_info[id(code)] = info
+    return info
 
 
 def capture(frame: FrameType | None, depth: int) -> tuple[Frames, str, int]:
@@ -61,16 +69,29 @@ def capture(frame: FrameType | None, depth: int) -> tuple[Frames, str, int]:
     kept: list[tuple[CodeType, int]] = []
     asyncgen = ""
     asyncgen_frame = 0
-    walked = 0
-    while frame is not None and len(kept) < depth and walked < _WALK_LIMIT:
+    if depth <= 0:
+        return (), asyncgen, asyncgen_frame
+    infos = _code_info
+    for _ in range(_WALK_LIMIT):
+        if frame is None:
+            break
         code = frame.f_code
-        if not is_internal(code):
-            kept.append((code, frame.f_lineno))
+        info = infos.get(id(code))
+        if info is None or info[0] is not code:
+            info = _classify(code)
+        if not info[1]:
+            lines = info[2]
+            lasti = frame.f_lasti
+            line = lines.get(lasti)
+            if line is None:
+                line = lines[lasti] = frame.f_lineno
+            kept.append((code, line))
             if not asyncgen_frame and code.co_flags & _ASYNC_GENERATOR:
                 asyncgen = qualname(code)
                 asyncgen_frame = id(frame)
+            if len(kept) >= depth:
+                break
         frame = frame.f_back
-        walked += 1
     return tuple(kept), asyncgen, asyncgen_frame
 
 
