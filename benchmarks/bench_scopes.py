@@ -56,6 +56,7 @@ def _workloads(tracer: Any, manual: bool) -> dict[str, Callable[[int], Awaitable
             for _ in range(n):
                 with move_on_after(60):
                     pass
+        common.flush_deferred()
         return clock() - start
 
     async def scope(n: int) -> float:
@@ -68,6 +69,7 @@ def _workloads(tracer: Any, manual: bool) -> dict[str, Callable[[int], Awaitable
             for _ in range(n):
                 with cancel_scope():
                     pass
+        common.flush_deferred()
         return clock() - start
 
     async def anyio_group(n: int) -> float:
@@ -81,6 +83,7 @@ def _workloads(tracer: Any, manual: bool) -> dict[str, Callable[[int], Awaitable
             for _ in range(n):
                 async with create_task_group():
                     pass
+        common.flush_deferred()
         return clock() - start
 
     workloads: dict[str, Callable[[int], Awaitable[float]]] = {
@@ -103,6 +106,7 @@ def _workloads(tracer: Any, manual: bool) -> dict[str, Callable[[int], Awaitable
                 for _ in range(n):
                     async with timeout(60):
                         pass
+            common.flush_deferred()
             return clock() - start
 
         async def asyncio_group(n: int) -> float:
@@ -116,6 +120,7 @@ def _workloads(tracer: Any, manual: bool) -> dict[str, Callable[[int], Awaitable
                 for _ in range(n):
                     async with task_group():
                         pass
+            common.flush_deferred()
             return clock() - start
 
         workloads["asyncio.timeout"] = asyncio_timeout
@@ -152,6 +157,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             timings: dict[str, float] = {}
             for name, workload in workloads.items():
                 await workload(max(10, count // 20))  # warm caches (frame cache, attributes)
+                common.flush_deferred()
                 timings[name] = common.per_op_ns(await workload(count), count)
             return timings
 

@@ -204,6 +204,19 @@ def interleave(
     return samples
 
 
+def flush_deferred() -> None:
+    """Replay scopewatch's deferred histograms now (what a metric collection does).
+
+    Benchmarks call this once before timing (so a warm-up's buffer is not counted) and once
+    inside the timed region (so every measured operation pays its one replay exactly once).
+    """
+    from scopewatch import _runtime
+
+    runtime = _runtime.current
+    if runtime is not None:
+        runtime.instruments.flush()
+
+
 def median(values: Sequence[float]) -> float:
     """The median (``nan`` for no values)."""
     return statistics.median(values) if values else float("nan")
