@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.scopewatch-installed
 
-.PHONY: demo test lint typecheck compat bench bench-quick tools clean
+.PHONY: demo test compat bench bench-quick tools stack clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,8 @@ tools:
 
 ## make test: the whole suite (lint, types, tests) on the default Python
 test: $(STAMP) tools
-	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/ruff check src tests benchmarks examples deploy/app
+	$(BIN)/ruff format --check src tests benchmarks examples deploy/app
 	$(BIN)/mypy
 	SCOPEWATCH_STRICT=1 $(BIN)/python -m pytest
 
@@ -36,6 +36,10 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks --quick
+
+## make stack: the Collector/Jaeger/Prometheus/Grafana demo (needs a Docker engine)
+stack:
+	docker compose -f deploy/docker-compose.yaml up --build
 
 clean:
 	rm -rf $(VENV) .compat build dist
