@@ -83,6 +83,8 @@ class TaskRecord:
     converted: bool = False
     """An ``asyncio.timeout`` expired while that request was pending (it may convert it)."""
     ended: bool = False
+    attached: Any = None
+    """``all`` mode, task created with an explicit ``context=``: what to undo there at its end."""
     group_requests: int = 0
     """Requests by an ``asyncio.TaskGroup`` on its parent not (yet) undone by that group: some
     Pythons (3.11, early 3.12) never undo them, so they are not the task's to re-raise."""

@@ -92,7 +92,7 @@ class _EagerTask(Task):
         if record is None:
             super().__init__(coro, loop=loop, **kwargs)
             return
-        token = _start(record)
+        token = _start(record, kwargs.get("context"))
         try:
             super().__init__(coro, loop=loop, **kwargs)
         except BaseException:
@@ -201,10 +201,12 @@ def _register(task: Any, record: TaskRecord) -> None:
         PART.fail(error)
 
 
-def _start(record: TaskRecord) -> object:
+def _start(record: TaskRecord, context: Any = None) -> object:
     """``all`` mode: start the span of a user task and make it current around its creation."""
     if _live and _telemetry is not None and not record.info.internal:
-        return _telemetry.start(record)
+        if context is None:
+            return _telemetry.start(record)
+        _telemetry.start_in(record, context)
     return None
 
 
@@ -223,7 +225,7 @@ def _base_create_task(original: Any) -> Any:
         record = _begin(coro, self)
         if record is None:
             return _call(original, self, coro, name, context)
-        token = _start(record)
+        token = _start(record, context)
         try:
             if context is None:
                 task = Task(coro, loop=self, name=name)
@@ -254,7 +256,7 @@ def _generic_create_task(original: Any) -> Any:
         record = _begin(coro, self)
         if record is None:
             return _call(original, self, coro, name, context)
-        token = _start(record)
+        token = _start(record, context)
         try:
             if context is None:
                 task = Task(coro, loop=self, name=name)
@@ -287,7 +289,7 @@ def _through(original: Any, loop: Any, coro: Any, name: Any, context: Any) -> An
     record = _begin(coro, loop)
     if record is None:
         return _call(original, loop, coro, name, context)
-    token = _start(record)
+    token = _start(record, context)
     try:
         task = _call(original, loop, coro, name, context)
     except BaseException:

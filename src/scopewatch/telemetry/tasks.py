@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,8 @@ from scopewatch import semconv
 from scopewatch.telemetry.scopes import report_violation
 
 if TYPE_CHECKING:
+    import contextvars
+
     from opentelemetry.trace import Span, SpanContext
 
     from scopewatch._core.records import Violation
@@ -59,6 +62,8 @@ class TaskTelemetry:
         """Record the duration; end or create the span if the task deserves one."""
         duration = time.perf_counter() - record.start
         self._durations.record(duration, self._outcome_attributes[outcome])
+        if record.attached is not None:
+            self._detach_in_task_context(record)
         span = record.span
         if span is None:
             anomalous = violation is not None or (
@@ -100,18 +105,47 @@ class TaskTelemetry:
         record.span_context = span.get_span_context()
         return context.attach(trace.set_span_in_context(span, parent))
 
+    def start_in(self, record: TaskRecord, task_context: contextvars.Context) -> None:
+        """Like :meth:`start` for a task created with an explicit ``context=``.
+
+        The span is made current inside that context (there is no copy to put it in) and
+        made un-current there again when the task ends.
+        """
+        try:
+            token = task_context.run(self.start, record)
+        except RuntimeError:  # that context is running right now: no nesting, only the span
+            if record.span is None:
+                self.release(self.start(record))
+            return
+        record.attached = (task_context, token, task_context.run(context.get_current))
+
     def release(self, token: object) -> None:
         """Undo :meth:`start`'s attach in the creating code's context."""
         context.detach(token)  # type: ignore[arg-type]
 
     def discard(self, record: TaskRecord) -> None:
         """The task could not be created: end its span unexported-looking (no attributes)."""
+        self._detach_in_task_context(record)
         span = record.span
         if span is not None:
             record.span = None
             span.end()
 
     # --- helpers ----------------------------------------------------------------------------
+
+    def _detach_in_task_context(self, record: TaskRecord) -> None:
+        attached = record.attached
+        if attached is None:
+            return
+        record.attached = None
+        task_context, token, current = attached
+
+        def detach() -> None:
+            if context.get_current() is current:  # nobody attached anything after us
+                context.detach(token)
+
+        with contextlib.suppress(RuntimeError):  # the context is running: leave it alone
+            task_context.run(detach)
 
     def _start_late(self, record: TaskRecord, duration: float, outcome: str) -> Span:
         links = []
