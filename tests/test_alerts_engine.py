@@ -158,6 +158,15 @@ def test_group_by_keeps_cooldown_per_value() -> None:
     assert fired(eng, FakeSpan("s", {"k": 1, "place": "b.py:2"})) == ["r"]
 
 
+def test_group_by_with_an_absent_attribute_groups_it_as_none() -> None:
+    rule = Rule(name="r", conditions=(Condition("k", "exists", True),), group_by=("a", "b"))
+    eng = Engine([rule], Facts(), Clock())
+    assert fired(eng, FakeSpan("s", {"k": 1, "a": 1})) == ["r"]
+    assert fired(eng, FakeSpan("s", {"k": 2, "a": 1})) == []
+    assert fired(eng, FakeSpan("s", {"k": 1, "a": 1, "b": None})) == []  # same key (1, None)
+    assert fired(eng, FakeSpan("s", {"k": 1, "a": 1, "b": 2})) == ["r"]
+
+
 def test_rebuilding_keeps_state_of_unchanged_rules() -> None:
     clock = Clock()
     old = engine("same: k exists cooldown 100 -> log; changed: k exists cooldown 100 -> log", clock)

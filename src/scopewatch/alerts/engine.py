@@ -14,6 +14,7 @@ cheap and allocation-free:
 from __future__ import annotations
 
 import fnmatch
+import operator
 import re
 import threading
 from collections import deque
@@ -74,8 +75,11 @@ class CompiledRule:
     """A rule ready to evaluate, with its threshold and cooldown state."""
 
     __slots__ = (
+        "_get_group",
         "absent",
+        "cooldown",
         "enabled",
+        "fast",
         "first",
         "gate",
         "group_by",
@@ -113,10 +117,20 @@ class CompiledRule:
         self.simple = not (self.rest or self.absent or self.min_duration_ns or self.status)
         """Passing the gate is a match."""
         self.group_by = rule.group_by
+        keys = rule.group_by
+        self._get_group: Callable[[Mapping[str, Any]], Any] = (
+            operator.itemgetter(*keys)
+            if len(keys) > 1
+            else (lambda a: (a[keys[0]],))
+            if keys
+            else (lambda a: ())
+        )
         self.enabled = True
         self.groups: dict[Any, _State] = {}
         self.last_fired: float | None = None
         """Last firing, for rules without threshold and ``group_by`` (the common fast path)."""
+        self.fast = rule.count <= 1 and not rule.group_by
+        self.cooldown = rule.cooldown
 
     def matches_rest(self, span: S, attributes: Mapping[str, Any], facts: SpanFacts[S]) -> bool:
         """Whether the conditions after the gate hold (the name and gate were checked)."""
@@ -132,8 +146,11 @@ class CompiledRule:
         return self.status is None or facts.status(span) == self.status
 
     def group_key(self, attributes: Mapping[str, Any]) -> Any:
-        """The ``group_by`` values of a matching span."""
-        return tuple(attributes.get(key) for key in self.group_by)
+        """The ``group_by`` values of a matching span (``None`` for absent attributes)."""
+        try:
+            return self._get_group(attributes)  # C-level when every key is present
+        except KeyError:
+            return tuple([attributes.get(key) for key in self.group_by])
 
 
 class _State:
@@ -223,34 +240,35 @@ class Engine(Generic[S]):
             candidates = self._candidates(name)
         fired: list[Firing] | None = None
         for gate, rules in candidates:
-            value = None
-            if gate is not None:
-                value = attributes.get(gate, _MISSING)
-                if value is _MISSING:
-                    continue
+            value = None if gate is None else attributes.get(gate, _MISSING)
+            if value is _MISSING:
+                continue
             for compiled in rules:
                 if not compiled.enabled:
                     continue
                 try:
                     first = compiled.first
-                    if first is not None and not first(value):
-                        continue
-                    if not compiled.simple and not compiled.matches_rest(
-                        span, attributes, self._facts
+                    if (first is not None and not first(value)) or not (
+                        compiled.simple or compiled.matches_rest(span, attributes, self._facts)
                     ):
                         continue
+                    if compiled.fast:  # inline cooldown check: no state beyond last_fired
+                        last = compiled.last_fired
+                        if last is not None and self._clock() - last < compiled.cooldown:
+                            continue
                     firing = self._count(compiled, attributes)
                 except Exception as error:
-                    compiled.enabled = False
-                    if self._on_error is None:
-                        raise
-                    self._on_error(compiled.rule, error)
+                    self._failed(compiled, error)
                     continue
                 if firing is not None:
-                    if fired is None:
-                        fired = []
-                    fired.append(firing)
+                    fired = [firing] if fired is None else [*fired, firing]
         return _NOTHING if fired is None else tuple(fired)
+
+    def _failed(self, compiled: CompiledRule, error: Exception) -> None:
+        compiled.enabled = False
+        if self._on_error is None:
+            raise error
+        self._on_error(compiled.rule, error)
 
     def _count(self, compiled: CompiledRule, attributes: Mapping[str, Any]) -> Firing | None:
         """Apply threshold and cooldown to one match; a Firing when the rule fires."""

@@ -111,8 +111,12 @@ class AlertProcessor(SpanProcessor):
         """Evaluate the rules; run the actions of those that fire, in this thread."""
         if not self.active or not self._part.enabled:
             return
+        # span_attributes(span), inlined: this runs for every span of the process
+        attributes = getattr(getattr(span, "_attributes", None), "_dict", None)
+        if type(attributes) is not dict:
+            attributes = span.attributes or _NO_ATTRIBUTES
         try:
-            fired = self.engine.evaluate(span, span.name, span_attributes(span))
+            fired = self.engine.evaluate(span, span.name, attributes)
         except Exception as error:
             self._part.fail(error)
             return
