@@ -52,16 +52,16 @@ def fired(eng: Engine[FakeSpan], span: FakeSpan) -> list[str]:
 @pytest.mark.parametrize(
     ("condition", "matching", "not_matching"),
     [
-        ("k == x", ["x"], ["y", 1]),
+        ("k == x", ["x"], ["y", 1, ("x",), ["x"]]),
         ("k == 5", [5, 5.0, "5"], [6, "five"]),
         ("k == true", [True, "true"], [False, "True"]),
-        ("k != x", ["y", 3], ["x"]),
+        ("k != x", ["y", 3], ["x", ("y",)]),
         ("k > 5", [6, 5.5], [5, "9", True]),
         ("k >= 5", [5, 6], [4.9]),
         ("k < 5", [4, -1.0], [5, "1"]),
         ("k <= 5", [5], [5.1]),
         ("k in (a, 2)", ["a", 2, "2"], ["b", 3]),
-        ("k exists", ["anything", 0, False], []),
+        ("k exists", ["anything", 0, False, ("a", "b")], []),
         ("k glob 'anyio.*'", ["anyio.CancelScope"], ["asyncio.timeout", 3]),
     ],
 )

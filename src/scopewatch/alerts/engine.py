@@ -33,6 +33,8 @@ GROUPS_PER_RULE: Final = 1024
 """Distinct ``group_by`` values tracked per rule; the oldest state is dropped beyond it."""
 
 _MISSING: Final = object()
+_SCALARS: Final = frozenset((str, bool, int, float))
+"""Types ``==``, ``!=`` and ``in`` compare; sequences match ``exists`` only."""
 _NOTHING: tuple[Firing, ...] = ()
 
 
@@ -50,8 +52,8 @@ def _check(condition: Condition) -> Callable[[Any], bool]:  # noqa: PLR0911
         )
         flat = frozenset(part for pair in targets for part in pair)
         if op == "ne":
-            return lambda v: type(v) is tuple or v not in flat
-        return lambda v: type(v) is not tuple and v in flat
+            return lambda v: type(v) in _SCALARS and v not in flat
+        return lambda v: type(v) in _SCALARS and v in flat
     if op == "glob":
         match = _glob(str(value))
         return lambda v: type(v) is str and match(v) is not None
