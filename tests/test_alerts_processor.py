@@ -197,6 +197,32 @@ def test_a_failing_action_is_disabled_and_logged_once(
     assert record.exc_info is not None and record.exc_info[0] is LookupError
 
 
+def test_a_failing_rule_is_disabled_and_logged_once_while_others_work(
+    instrument: Callable[..., Telemetry],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_safety, "STRICT", False)  # the production behaviour, not the test one
+
+    class BrokenDurations(processor._SdkSpanFacts):
+        def duration_ns(self, span: Any) -> int:
+            raise OverflowError("clock bug")
+
+    monkeypatch.setattr(processor, "FACTS", BrokenDurations())
+    telemetry = instrument(
+        rules=(
+            "timed: marker exists and duration > 1 -> log; plain: marker exists cooldown 0 -> log"
+        ),
+        default_rule=False,
+    )
+    with caplog.at_level(logging.ERROR, LOGGER):
+        for _ in range(3):
+            end_span(telemetry, "x", {"marker": 1})
+    (record,) = [r for r in caplog.records if "alert rule" in r.getMessage()]
+    assert "alert rule 'timed' failed and is disabled" in record.getMessage()
+    assert alert_points(telemetry) == {("plain", "log"): 3}
+
+
 def test_debugpy_action_without_the_setting_says_why_once(
     instrument: Callable[..., Telemetry], caplog: pytest.LogCaptureFixture
 ) -> None:
