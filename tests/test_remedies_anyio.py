@@ -94,9 +94,16 @@ class FixedWithAsyncioFlavour(FixedService):
 
 
 async def shut_down_from_another_task(service: Any) -> Client:
+    shut_down = anyio.Event()
+
+    async def shutdown_hook() -> None:
+        await service.shutdown()
+        shut_down.set()
+
     async with anyio.create_task_group() as group:
         client = await service.connect(group)
-        group.start_soon(service.shutdown, name="shutdown hook")
+        group.start_soon(shutdown_hook, name="shutdown hook")
+        await shut_down.wait()
     return client  # type: ignore[no-any-return]
 
 
@@ -246,11 +253,11 @@ def test_each_step_in_a_fresh_task(telemetry: Any) -> None:
     closed: list[str] = []
     with contextlib.suppress(Exception):
         anyio.run(step_in_fresh_tasks, ticks(closed), backend="asyncio")
-    # The first step task ends with the generator's scope still open on top of anyio's own
-    # per-task scope (anyio: "...isn't the current task's current cancel scope"), and the
-    # loop's shutdown closes the generator in yet another task.
+    # The generator's scope is exited in another task than the first step's. (From anyio 4.14
+    # the first step task also ends with that scope still open above anyio's own per-task
+    # scope: a non_lifo_exit, and anyio's "...isn't the current task's current cancel scope".)
     kinds = {kind for kind, _ in violations(telemetry)}
-    assert {semconv.KIND_NON_LIFO_EXIT, semconv.KIND_CROSS_TASK_EXIT} <= kinds
+    assert semconv.KIND_CROSS_TASK_EXIT in kinds
 
 
 def test_anyio_owned_generator_steps_in_its_owner(telemetry: Any, backend: str) -> None:
