@@ -138,7 +138,7 @@ def test_api_rules_apply_immediately_and_survive_reinstrumentation(
         alerts.add_rule("api: marker exists cooldown 0 -> log")
         end_span(telemetry, "x", {"marker": 1})
         assert alert_points(telemetry) == {("api", "log"): 1}
-        assert [rule.name for rule in alerts.rules()] == ["api"]
+        assert [rule.name for rule in alerts.active_rules()] == ["api"]
         telemetry.uninstrument()
         again = instrument(default_rule=False)
         end_span(again, "x", {"marker": 1})
@@ -153,7 +153,7 @@ def test_uninstall_makes_the_processor_inert(instrument: Callable[..., Telemetry
     telemetry.uninstrument()
     end_span(telemetry, "x", {"marker": 1})  # the provider still has the processor
     assert alert_points(telemetry) == {("r", "log"): 1}
-    assert alerts.rules() == ()
+    assert alerts.active_rules() == ()
 
 
 def test_non_sdk_provider_is_skipped_with_a_debug_line(

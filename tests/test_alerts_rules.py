@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scopewatch import semconv
-from scopewatch.alerts import Condition, Rule, RuleError, add_rule, remove_rule, rules
+from scopewatch.alerts import Condition, Rule, RuleError, active_rules, add_rule, remove_rule
 from scopewatch.alerts.inline import parse_inline, parse_rules
 from scopewatch.alerts.rules import DEFAULT_COOLDOWN, rule_from_mapping
 from scopewatch.alerts.sources import DEFAULT_RULE, configured_rules, load_file
@@ -403,12 +403,12 @@ def test_add_rule_accepts_rules_text_and_mappings() -> None:
         added += add_rule({"name": "api-c", "match": {"span": "x"}})
         added += add_rule(Rule(name="api-d"))
         assert [rule.name for rule in added] == ["api-a", "api-b", "api-c", "api-d"]
-        assert {rule.name for rule in rules()} >= {"api-a", "api-b", "api-c", "api-d"}
+        assert {rule.name for rule in active_rules()} >= {"api-a", "api-b", "api-c", "api-d"}
         with pytest.raises(RuleError, match="reserved"):
             add_rule("default: a exists -> log")
         with pytest.raises(RuleError, match="expected an action"):
             add_rule("api-e: a exists -> nothing")
-        assert "api-e" not in {rule.name for rule in rules()}
+        assert "api-e" not in {rule.name for rule in active_rules()}
     finally:
         for name in ("api-a", "api-b", "api-c", "api-d"):
             assert remove_rule(name)

@@ -40,10 +40,10 @@ __all__ = (
     "Condition",
     "Rule",
     "RuleError",
+    "active_rules",
     "add_rule",
     "install",
     "remove_rule",
-    "rules",
     "uninstall",
 )
 
@@ -105,7 +105,7 @@ def remove_rule(name: str) -> bool:
     return found
 
 
-def rules() -> tuple[Rule, ...]:
+def active_rules() -> tuple[Rule, ...]:
     """The rules in effect (configured and API rules while instrumenting, else API rules)."""
     with _lock:
         return tuple(_effective() if _processor is not None else _api_rules.values())
