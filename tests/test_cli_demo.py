@@ -47,7 +47,8 @@ def test_demo_runs_and_reports_every_bug(tmp_path: Path) -> None:
         expected.add((semconv.KIND_CROSS_TASK_EXIT, semconv.CAUSE_OTHER_TASK, "request-handler"))
     assert expected <= found
     swallowed = [v for v in data["violations"] if v["kind"] == semconv.KIND_CANCEL_SWALLOWED]
-    assert [v["enter"]["task"] for v in swallowed] == ["stubborn-worker"]
+    if sys.version_info >= (3, 11):  # Task.cancelling() tells a swallowed cancellation
+        assert [v["enter"]["task"] for v in swallowed] == ["stubborn-worker"]
     # the example's own frames are shown (it runs as a script of its own, not as library code)
     locations = [v["enter"]["location"] for v in data["violations"]]
     assert all(os.path.basename(where).startswith("demo_service.py:") for where in locations)

@@ -289,6 +289,9 @@ def test_each_violation_is_explained(
 def test_swallowed_cancellation(instrument: Any, tmp_path: Path) -> None:
     path = run_case(instrument, swallow_program, tmp_path / "t.jsonl")
     data = json_report(path)
+    if sys.version_info < (3, 11):  # no Task.cancelling(): a swallowed cancel cannot be told
+        assert data["violations"] == []
+        return
     (violation,) = [v for v in data["violations"] if v["kind"] == semconv.KIND_CANCEL_SWALLOWED]
     assert violation["enter"]["task"] == "stubborn"
     assert violation["hint"] == HINTS[semconv.KIND_CANCEL_SWALLOWED]

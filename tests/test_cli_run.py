@@ -50,8 +50,8 @@ HANGS = textwrap.dedent(
 
     async def main():
         with anyio.CancelScope():
-            print("ready", flush=True)
             try:
+                print("ready", flush=True)  # inside: on 3.10 SIGINT may interrupt any line
                 await asyncio.sleep(60)
             finally:
                 print("cleanup ran", flush=True)

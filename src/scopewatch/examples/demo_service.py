@@ -215,7 +215,8 @@ async def main() -> None:
     try:
         await reader
     except asyncio.CancelledError:
-        if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+        cancelling = getattr(asyncio.current_task(), "cancelling", None)  # 3.11+
+        if cancelling is not None and cancelling():
             raise
         say("anyio cancelled ticker-reader when the finalizer closed its generator's task group")
     await client_closed_from_another_task()
