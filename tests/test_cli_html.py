@@ -2,7 +2,7 @@
 
 The page must load without console errors or network requests, show every task of a known
 trace in the timeline, and show a violation's details (both stacks, cause, hint) when its bar is
-clicked. A screenshot is saved to test-artifacts/html-report.png.
+clicked. Screenshots are saved to test-artifacts/html-report-*.png.
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ async def known_trace() -> None:
         await asyncio.create_task(closer(), name="closer")
 
 
-def telemetry_file(instrument: Any, path: Path) -> Path:
-    telemetry = instrument(spans="all")
+def telemetry_file(instrument: Any, path: Path, features: str = "scopes,tasks") -> Path:
+    telemetry = instrument(spans="all", instrument=features)
     asyncio.run(known_trace())
     telemetry.uninstrument()
     FileSpanExporter(str(path)).export(telemetry.spans())
@@ -96,8 +96,16 @@ def chromium(tmp_path: Path) -> Any:
     browser.close()
 
 
-def test_html_report_in_chromium(instrument: Any, tmp_path: Path, chromium: Chromium) -> None:
-    path = telemetry_file(instrument, tmp_path / "t.jsonl")
+@pytest.mark.parametrize(
+    "features", ["scopes,tasks", "scopes"], ids=["task spans", "scope spans only"]
+)
+def test_html_report_in_chromium(
+    instrument: Any, tmp_path: Path, chromium: Chromium, features: str
+) -> None:
+    """With task spans the rows are tasks; without them scope spans are grouped by task."""
+    path = telemetry_file(instrument, tmp_path / "t.jsonl", features)
+    task_spans = [s for s in load([str(path)]).spans if is_task(s)]
+    assert bool(task_spans) == ("tasks" in features)
     page = tmp_path / "report.html"
     result = subprocess.run(
         [*SCOPEWATCH, "report", "--format", "html", "-o", str(page), str(path)],
@@ -175,8 +183,9 @@ def test_html_report_in_chromium(instrument: Any, tmp_path: Path, chromium: Chro
     shot = chromium.send("Page.captureScreenshot", format="png")
     image = base64.b64decode(shot["data"])
     assert image.startswith(b"\x89PNG\r\n\x1a\n")
-    (ARTIFACTS / "html-report.png").write_bytes(image)
-    assert os.path.getsize(ARTIFACTS / "html-report.png") > 10_000
+    shot_path = ARTIFACTS / f"html-report-{features.replace(',', '-')}.png"
+    shot_path.write_bytes(image)
+    assert os.path.getsize(shot_path) > 10_000
 
 
 def test_violation_list_click_and_empty_report(
