@@ -195,6 +195,39 @@ def test_allow_marker(pytester: pytest.Pytester) -> None:
     )
 
 
+def test_the_remedy_makes_the_failing_test_pass(pytester: pytest.Pytester) -> None:
+    result = run(
+        pytester,
+        """
+        from scopewatch.remedies import safe_aiter
+
+        async def deadlined():
+            with anyio.fail_after(60):
+                yield 1
+                yield 2
+
+        async def first_tick(fixed):
+            if fixed:
+                async with safe_aiter(deadlined()) as it:
+                    async for tick in it:
+                        return tick
+            async for tick in deadlined():
+                return tick
+
+        @pytest.mark.parametrize("fixed", [False, True])
+        def test_first_tick(fixed):
+            async def main():
+                tick = await asyncio.create_task(first_tick(fixed))
+                await asyncio.sleep(0.01)
+                return tick
+            assert asyncio.run(main()) == 1
+        """,
+        "--scopewatch",
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["FAILED test_app.py::test_first_tick[[]False[]] - scopewatch*"])
+
+
 def test_marker_is_registered_while_inactive(pytester: pytest.Pytester) -> None:
     result = run(
         pytester,
