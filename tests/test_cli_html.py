@@ -188,10 +188,23 @@ def test_html_report_in_chromium(
     assert os.path.getsize(shot_path) > 10_000
 
 
-def test_violation_list_click_and_empty_report(
+HOSTILE = "</script><img src=x onerror=\"document.title='pwned'\">"
+
+
+async def hostile_names() -> None:
+    """A task name is the user's text: it must stay text in the page."""
+    await known_trace()
+    await asyncio.create_task(worker(), name=HOSTILE)
+
+
+def test_violation_list_click_and_hostile_names(
     instrument: Any, tmp_path: Path, chromium: Chromium
 ) -> None:
-    path = telemetry_file(instrument, tmp_path / "t.jsonl")
+    telemetry = instrument(spans="all")
+    asyncio.run(hostile_names())
+    telemetry.uninstrument()
+    path = tmp_path / "t.jsonl"
+    FileSpanExporter(str(path)).export(telemetry.spans())
     page = tmp_path / "report.html"
     subprocess.run(
         [*SCOPEWATCH, "report", "--format", "html", "-o", str(page), str(path)],
@@ -202,6 +215,12 @@ def test_violation_list_click_and_empty_report(
     chromium.send("Page.enable")
     chromium.send("Page.navigate", url=page.as_uri())
     chromium.wait_for_event("Page.loadEventFired")
+    assert chromium.evaluate("document.body.dataset.ready") == "true"
+    assert chromium.evaluate("document.title") == "scopewatch report"
+    assert chromium.evaluate("document.querySelectorAll('img').length") == 0
+    labels = chromium.evaluate("[...document.querySelectorAll('.row')].map(r => r.dataset.task)")
+    assert HOSTILE in labels
+
     chromium.evaluate("document.querySelector('#violation-list li').click()")
     assert HINTS[semconv.CAUSE_OTHER_TASK] in chromium.evaluate(
         "document.getElementById('details-body').innerText"
