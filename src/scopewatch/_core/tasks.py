@@ -60,18 +60,13 @@ class _Unwrap:
     attribute: str
 
 
-@dataclass(slots=True, eq=False)
 class TaskRecord:
-    """One tracked task from creation to its end."""
+    """One tracked task from creation to its end.
 
-    info: CodeInfo
-    tracker: TaskTracker
-    start: float
-    """``time.perf_counter()`` at creation."""
-    parent: str
-    """Name of the task that created it (``""`` outside any task)."""
-    parent_context: Any
-    """OpenTelemetry context current at creation (opaque here)."""
+    A plain class: only the five facts of creation are set per task (the hot path); the
+    rest are class-level defaults, set on the rare tasks that get cancelled or a span.
+    """
+
     span: Any = None
     span_context: Any = None
     """The task span's context once a span exists (for links from tasks it cancels)."""
@@ -88,6 +83,23 @@ class TaskRecord:
     group_requests: int = 0
     """Requests by an ``asyncio.TaskGroup`` on its parent not (yet) undone by that group: some
     Pythons (3.11, early 3.12) never undo them, so they are not the task's to re-raise."""
+
+    def __init__(
+        self,
+        info: CodeInfo,
+        tracker: TaskTracker,
+        start: float,
+        parent: str,
+        parent_context: Any,
+    ) -> None:
+        self.info = info
+        self.tracker = tracker
+        self.start = start
+        """``time.perf_counter()`` at creation."""
+        self.parent = parent
+        """Name of the task that created it (``""`` outside any task)."""
+        self.parent_context = parent_context
+        """OpenTelemetry context current at creation (opaque here)."""
 
     def done(self, task: Any) -> None:
         """Done callback of the task."""
@@ -409,7 +421,12 @@ class TaskTracker:
         """The task ended: outcome, swallowed cancellation, telemetry."""
         record.ended = True
         self.active -= 1
-        outcome = outcome_of(task)
+        if task.cancelled():
+            outcome = semconv.OUTCOME_CANCELLED
+        elif getattr(task, "_exception", None) is not None:
+            outcome = semconv.OUTCOME_ERROR
+        else:
+            outcome = semconv.OUTCOME_OK
         violation = None
         if PY311 and outcome == semconv.OUTCOME_OK and task.cancelling() > record.group_requests:
             violation = self.swallowed(record, task)

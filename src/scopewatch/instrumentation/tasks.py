@@ -48,6 +48,7 @@ class Task(asyncio.Task):  # type: ignore[type-arg]
     """``asyncio.Task`` that tells scopewatch who calls ``cancel()``; otherwise identical."""
 
     __slots__ = (RECORD_ATTRIBUTE,)
+    _scopewatch_record: TaskRecord
 
     def cancel(self, msg: Any = None) -> bool:
         """Note the request (caller, reason, where this task is suspended), then cancel."""
@@ -219,13 +220,23 @@ def _base_create_task(original: Any) -> Any:
     """``BaseEventLoop.create_task``, building scopewatch's ``Task`` when there is no factory."""
 
     def create_task(self: Any, coro: Any, *, name: Any = None, context: Any = None) -> Any:
-        if self._task_factory is not None or (context is not None and not PY311):
+        tracker = _tracker
+        if (
+            tracker is None
+            or self._task_factory is not None
+            or (context is not None and not PY311)
+            or not PART.enabled
+        ):
             return _through(original, self, coro, name, context)
         self._check_closed()
-        record = _begin(coro, self)
+        try:  # the hot path: _begin and _register inlined
+            record = tracker.begin(coro, self)
+        except Exception as error:
+            PART.fail(error)
+            record = None
         if record is None:
             return _call(original, self, coro, name, context)
-        token = _start(record, context)
+        token = _start(record, context) if _live else None
         try:
             if context is None:
                 task = Task(coro, loop=self, name=name)
@@ -240,7 +251,9 @@ def _base_create_task(original: Any) -> Any:
         source_traceback = task._source_traceback  # type: ignore[attr-defined]
         if source_traceback:
             del source_traceback[-1]
-        _register(task, record)
+        task._scopewatch_record = record
+        task.add_done_callback(record.done, context=_QUIET)
+        tracker.active += 1
         return task
 
     create_task.__doc__ = original.__doc__
@@ -283,6 +296,8 @@ def _call(original: Any, loop: Any, coro: Any, name: Any, context: Any) -> Any:
 
 def _through(original: Any, loop: Any, coro: Any, name: Any, context: Any) -> Any:
     """Let the loop's own path (its task factory) build the task, then track that task."""
+    if _tracker is None:
+        return _call(original, loop, coro, name, context)
     factory = loop.get_task_factory()
     if _cells and factory is getattr(asyncio, "eager_task_factory", None):
         return _call(original, loop, coro, name, context)  # builds an _EagerTask: tracked

@@ -47,9 +47,8 @@ class TaskTelemetry:
 
     # --- TaskSink ---------------------------------------------------------------------------
 
-    def current_context(self) -> context.Context:
-        """The context current now."""
-        return context.get_current()
+    current_context = staticmethod(context.get_current)
+    """The context current now (OpenTelemetry's own function: one call on the hot path)."""
 
     def current_span_context(self) -> SpanContext | None:
         """The calling code's recording span context, if any."""
