@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 from typing import Any
 
 import anyio
-import pytest
 from mcp import Client, ClientSession
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.memory import create_client_server_memory_streams
@@ -17,7 +15,6 @@ from scopewatch import semconv
 
 MCP_SESSION = semconv.SPAN_SESSION_PREFIX + semconv.SESSION_KIND_MCP_CLIENT_SESSION
 MCP_CLIENT = semconv.SPAN_SESSION_PREFIX + semconv.SESSION_KIND_MCP_CLIENT
-CORE_LANDED = importlib.util.find_spec("scopewatch.instrumentation.anyio_scopes") is not None
 
 
 def _server() -> MCPServer:
@@ -138,7 +135,6 @@ def test_misuse_raises_the_real_anyio_error_and_marks_the_session(instrument: An
     assert semconv.EVENT_VIOLATION in names and "exception" in names
 
 
-@pytest.mark.skipif(not CORE_LANDED, reason="needs the cancel-scope core (anyio_scopes)")
 def test_misuse_core_violations_reach_the_session_span(instrument: Any) -> None:
     telemetry = instrument(instrument="scopes,sessions")
     error = _open_in_one_task_close_in_another()
