@@ -34,7 +34,7 @@ def test_demo_runs_and_reports_every_bug(tmp_path: Path) -> None:
         timeout=60,  # it needs no server and ends by itself
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == "demo: done"
+    assert "demo: done" in result.stdout.splitlines()
     assert "Traceback" not in result.stdout + result.stderr
     data = json.loads(report.read_text())
     found = {(v["kind"], v["cause"], v["enter"]["task"]) for v in data["violations"]}
@@ -56,7 +56,8 @@ def test_demo_runs_and_reports_every_bug(tmp_path: Path) -> None:
     assert data["cancellations"]["by_origin"]["deadline"] == 3
     assert data["cancellations"]["by_origin"]["explicit"] >= 1
     assert data["locks"][0]["contentions"] >= 1
-    assert data["slowest_scopes"][0]["function"].endswith("slow_report")
+    (slow,) = [s for s in data["slowest_scopes"] if s["function"].endswith("slow_report")]
+    assert slow["duration_s"] >= 0.15  # above the demo's 0.1 s threshold: a span
     # the telemetry file is kept for `scopewatch report`
     telemetry = Path(data["files"][0])
     assert telemetry.exists()
