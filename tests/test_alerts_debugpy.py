@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from scopewatch.alerts.debugger import LAUNCHER_PACKAGE, adapter_environment
 
 BIN = Path(sys.executable).parent
@@ -215,7 +217,22 @@ import anyio
     + VIOLATION
     + """
 
-asyncio.run(violate())
+
+async def main():
+    if os.environ["APP_MODE"] == "wait":  # the first violation waits for the debugger
+        await violate()
+        return
+    import debugpy  # "attached": violate every 50 ms; the first one after attaching stops
+
+    for _ in range(1200):
+        attached = debugpy.is_client_connected()
+        await violate()
+        if attached:
+            return
+        await asyncio.sleep(0.05)
+
+
+asyncio.run(main())
 kept = os.environ["LAUNCHER_DIR"] in os.environ["PYTHONPATH"].split(os.pathsep)
 print("launcher still on the app's PYTHONPATH:", kept)
 print("DONE")
@@ -223,20 +240,26 @@ print("DONE")
 )
 
 
-def test_debugger_attaches_and_stops_at_a_real_violation(tmp_path: Path) -> None:
-    """opentelemetry-instrument app -> violation -> listener -> DAP attach -> stopped in app."""
+@pytest.mark.parametrize("mode", ["wait", "attached"])
+def test_debugger_attaches_and_stops_at_a_real_violation(tmp_path: Path, mode: str) -> None:
+    """opentelemetry-instrument app -> violation -> listener -> DAP attach -> stopped in app.
+
+    ``wait``: the violating thread waits up to DEBUGPY_WAIT for the client, then breaks.
+    ``attached``: no wait (the default); a later violation finds the client attached and breaks.
+    """
     app_file = tmp_path / "violating_app.py"
     app_file.write_text(DAP_APP)
     port = free_port()
     env = base_env(
-        rules="dbg: scopewatch.violation.kind == cross_task_exit -> debugpy",
+        rules="dbg: scopewatch.violation.kind == cross_task_exit cooldown 0 -> debugpy",
         default_rule="false",
         instrument="scopes",
         debugpy="true",
         debugpy_port=str(port),
-        debugpy_wait=str(TIMEOUT),
+        debugpy_wait=str(TIMEOUT) if mode == "wait" else "0",
     )
     env["LAUNCHER_DIR"] = launcher_dir()
+    env["APP_MODE"] = mode
     app = App([str(BIN / "opentelemetry-instrument"), sys.executable, str(app_file)], env)
     dap = None
     try:
