@@ -133,6 +133,8 @@ def install(runtime: Runtime) -> None:
     for error in errors:
         _logger.warning("scopewatch: %s", error)
     with _lock:
+        if _processor is not None:  # never two live processors
+            _processor.deactivate()
         _configured[:] = configured
         processor = AlertProcessor(runtime, _effective())
         _processor = processor

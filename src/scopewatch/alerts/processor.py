@@ -48,7 +48,7 @@ def span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
 
     ``ReadableSpan.attributes`` wraps the SDK's ``BoundedAttributes`` in a new
     ``MappingProxyType`` whose every lookup goes through Python-level ``Mapping`` methods
-    (about 1 us each, several times the cost of a dict lookup). An ended span's attributes no
+    (several times the cost of a dict lookup). An ended span's attributes no
     longer change, so the plain dict inside is read directly when the SDK has one; any other
     shape falls back to the public property.
     """
