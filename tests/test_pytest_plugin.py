@@ -445,7 +445,13 @@ def test_bad_command_line_value(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_app="def test_ok():\n    pass\n")
     result = pytester.runpytest_subprocess("--scopewatch=strict")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--scopewatch: invalid choice: 'strict' (choose from *fail*"])
+    result.stderr.fnmatch_lines(
+        [
+            "*argument --scopewatch: 'strict' is not accepted; use --scopewatch=fail, "
+            "--scopewatch=warn or --scopewatch=off (a bare --scopewatch must come after the "
+            "test paths)"
+        ]
+    )
 
 
 def test_violation_outside_tests_fails_the_session(pytester: pytest.Pytester) -> None:

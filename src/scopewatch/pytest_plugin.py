@@ -48,7 +48,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         nargs="?",
         const="fail",
         default=None,
-        choices=MODES,
+        type=_parse_mode,
+        metavar="fail|warn|off",
         help="instrument the session and fail (or only warn about) tests that commit "
         "cancel-scope violations; write --scopewatch=warn, or put a bare --scopewatch after "
         "the test paths",
@@ -83,6 +84,18 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if watch is not None:
         config.pluginmanager.unregister(watch, PLUGIN_NAME)
         watch.stop()
+
+
+def _parse_mode(value: str) -> str:
+    mode = value.strip().lower()
+    if mode in MODES:
+        return mode
+    import argparse
+
+    raise argparse.ArgumentTypeError(
+        f"{value!r} is not accepted; use --scopewatch=fail, --scopewatch=warn or "
+        "--scopewatch=off (a bare --scopewatch must come after the test paths)"
+    )
 
 
 def _mode(config: pytest.Config) -> str:
