@@ -140,6 +140,15 @@ def entry_points() -> list[Finding]:
             continue
         try:
             matches[0].load()
+        except ModuleNotFoundError as error:
+            found.append(
+                Finding(
+                    "fix",
+                    f"entry point {group}:{name} needs {error.name} ({purpose}); install it: "
+                    "pip install 'scopewatch[cli]'",
+                )
+            )
+            continue
         except Exception as error:
             found.append(Finding("fix", f"entry point {group}:{name} does not load: {error!r}"))
             continue

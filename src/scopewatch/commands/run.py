@@ -17,8 +17,8 @@ import shutil
 import sys
 from typing import IO, TYPE_CHECKING, Any
 
+from scopewatch._output import OUTPUT_VARIABLE
 from scopewatch.commands import _child
-from scopewatch.export import OUTPUT_VARIABLE
 
 if TYPE_CHECKING:
     import argparse
