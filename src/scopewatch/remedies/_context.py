@@ -81,6 +81,7 @@ class OwnedContext(Generic[T]):
             release.set()  # the owner exits as soon as it has entered
             raise
         self._finalizer = weakref.finalize(self, _release_soon, loop, release)
+        self._finalizer.atexit = False
         return self._value
 
     async def aclose(self, timeout: float | None = None) -> None:

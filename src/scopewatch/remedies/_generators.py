@@ -197,6 +197,7 @@ class OwnedGenerator(Generic[T]):
             task.add_done_callback(_owners.discard)
             self._queue, self._task, self._loop = queue, task, loop
             self._finalizer = weakref.finalize(self, _close_soon, loop, queue)
+            self._finalizer.atexit = False
         elif loop is not self._loop:
             raise RuntimeError("OwnedGenerator used from another event loop than its first one")
         return self._queue, self._task
