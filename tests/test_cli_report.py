@@ -480,3 +480,29 @@ def test_pretty_printed_single_document_is_accepted(instrument: Any, tmp_path: P
     pretty = tmp_path / "pretty.json"
     pretty.write_text(json.dumps(first, indent=2))
     assert json_report(pretty)["summary"]["violations"] == 1
+
+
+WITHOUT_SDK = (
+    "import sys; sys.modules['opentelemetry.sdk'] = None; "  # as if it were not installed
+    "from scopewatch.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+def test_report_needs_no_sdk(instrument: Any, tmp_path: Path) -> None:
+    path = run_case(instrument, exit_order_program, tmp_path / "t.jsonl")
+    for args in (["report", str(path)], ["report", "--format", "html", str(path)]):
+        result = subprocess.run(
+            [sys.executable, "-c", WITHOUT_SDK, *args], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        assert "non_lifo_exit" in result.stdout
+    run = subprocess.run(
+        [sys.executable, "-c", WITHOUT_SDK, "run", "--", "python", "-c", "pass"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert run.stderr == (
+        "scopewatch run needs opentelemetry-sdk; install it: pip install 'scopewatch[cli]'\n"
+    )

@@ -101,7 +101,11 @@ def check_prerequisites() -> None:
     import importlib.util
     from importlib.metadata import entry_points
 
-    if importlib.util.find_spec("opentelemetry.sdk") is None:
+    try:
+        sdk = importlib.util.find_spec("opentelemetry.sdk")
+    except (ImportError, ValueError):  # a broken or blocked installation
+        sdk = None
+    if sdk is None:
         raise RunError(f"scopewatch run needs opentelemetry-sdk; install it: {INSTALL_HINT}")
     if not list(entry_points(group="opentelemetry_configurator")):
         raise RunError(
