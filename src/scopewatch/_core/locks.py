@@ -31,7 +31,14 @@ if TYPE_CHECKING:
 MAX_NAMES = 100
 """Distinct ``scopewatch.lock.name`` values; later ones are reported as ``other``."""
 HOLD_SAMPLE_EVERY = 256
-"""One uncontended hold in this many has its duration recorded (every contended one is)."""
+"""One hold in this many (uncontended ones; see :data:`LONG_HOLD`) has its duration recorded."""
+LONG_HOLD = 0.001
+"""A hold that followed a contended acquisition is recorded when it lasts this long (seconds).
+
+Such holds make others wait; recording them costs at most one SDK record per millisecond held.
+Shorter holds after a contention are not recorded, so a contended acquisition costs one record
+(its wait) and not two.
+"""
 MAX_HOLDERS = 4096
 """Holders remembered per semaphore / limiter."""
 MAX_SITES = 10_000
@@ -85,10 +92,11 @@ _names: set[str] = set()
 _generation = 0
 _sites: dict[tuple[CodeType, int], str] = {}
 
-# id(lock) -> (lock, owner, start, sampled) for one-holder locks; -> (lock, [(owner, start,
-# sampled), ...]) for semaphores and capacity limiters.
-binary_holds: dict[int, tuple[Any, Any, float, bool]] = {}
-multi_holds: dict[int, tuple[Any, list[tuple[Any, float, bool]]]] = {}
+# id(lock) -> (lock, owner, start, record) for one-holder locks; -> (lock, [(owner, start,
+# record), ...]) for semaphores and capacity limiters. ``record``: False (not timed), True (a
+# sampled hold: record it) or a float (record it when it lasts at least that many seconds).
+binary_holds: dict[int, tuple[Any, Any, float, bool | float]] = {}
+multi_holds: dict[int, tuple[Any, list[tuple[Any, float, bool | float]]]] = {}
 tick = [1]
 """Countdown to the next sampled uncontended hold (a list: the wrappers update it in place)."""
 
@@ -221,8 +229,21 @@ def trim_holds() -> None:
             table.pop(key, None)
 
 
-def hold_started(lock: object, owner: Any, sampled: bool, multi: bool) -> None:
-    """``owner`` (a task, or a CapacityLimiter borrower) now holds ``lock``."""
+def due(record: bool | float, start: float) -> float | None:
+    """The hold's seconds if it is to be recorded (see the holder tables), else ``None``."""
+    if record is False:
+        return None
+    seconds = time.perf_counter() - start
+    if record is True or seconds >= record:
+        return seconds
+    return None
+
+
+def hold_started(lock: object, owner: Any, sampled: bool | float, multi: bool) -> None:
+    """``owner`` (a task, or a CapacityLimiter borrower) now holds ``lock``.
+
+    ``sampled``: ``True`` to record the hold, a float to record it when at least that long.
+    """
     if sampled and not room_for_holds():
         trim_holds()
     start = time.perf_counter()
@@ -249,9 +270,7 @@ def hold_ended(
     """
     if not multi:
         entry = binary_holds.pop(id(lock), None)
-        if entry is None or not entry[3]:
-            return None
-        return time.perf_counter() - entry[2]
+        return None if entry is None else due(entry[3], entry[2])
     found = multi_holds.get(id(lock))
     if found is None:
         return None
@@ -266,7 +285,7 @@ def hold_ended(
     _, start, sampled = holders.pop(index)
     if not holders:
         del multi_holds[id(lock)]
-    return time.perf_counter() - start if sampled else None
+    return due(sampled, start)
 
 
 def held_locks(task: Any) -> list[HeldLock]:

@@ -292,7 +292,8 @@ async def _contended(
             if contended:
                 if metrics is not None:
                     metrics.waited(lock, kind, waited, semconv.LOCK_OUTCOME_ACQUIRED)
-                core.hold_started(lock, owner, True, multi)
+                # a sampled hold, or one long enough to matter (see core.LONG_HOLD)
+                core.hold_started(lock, owner, core.sample() or core.LONG_HOLD, multi)
             elif not nowait_inside:
                 core.hold_started(lock, owner, core.sample(), multi)
         except Exception as error:
@@ -332,17 +333,17 @@ def make_release(
     """A ``release()`` (or ``release_on_behalf_of(borrower)``) wrapper ending the hold."""
     holds = core.binary_holds
     multi_holds = core.multi_holds
-    perf_counter = time.perf_counter
 
     def release_binary(self: Any) -> Any:
         result = original(self)
         if holds:
             try:
                 entry = holds.pop(id(self), None)
-                if entry is not None and entry[3]:
+                if entry is not None and entry[3] is not False:
+                    seconds = core.due(entry[3], entry[2])
                     metrics = telemetry.current
-                    if metrics is not None and core.ACTIVE:
-                        metrics.held(self, kind, perf_counter() - entry[2])
+                    if seconds is not None and metrics is not None and core.ACTIVE:
+                        metrics.held(self, kind, seconds)
             except Exception as error:
                 fail(error)
         return result
@@ -357,8 +358,7 @@ def make_release(
                     seconds = None
                     if len(holders) == 1:
                         del multi_holds[id(self)]
-                        if holders[0][2]:
-                            seconds = perf_counter() - holders[0][1]
+                        seconds = core.due(holders[0][2], holders[0][1])
                     else:
                         seconds = core.hold_ended(self, None, True, current_task)
                     if seconds is not None:
