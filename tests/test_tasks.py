@@ -281,3 +281,38 @@ def test_internal_tasks_are_not_spans_in_all_mode_and_anyio_roots_are_named_afte
     names = {span.name for span in task_spans(telemetry)}
     # no asyncio housekeeping (shutdown_asyncgens ...), no anyio wrapper
     assert names == {span_name(anyio_main)}
+
+
+def test_max_tracked_bounds_the_tracked_tasks(instrument):
+    telemetry = instrument(spans="all", max_tracked=3)
+
+    async def main() -> list[bool]:
+        release = asyncio.Event()
+
+        async def waits() -> None:
+            await release.wait()
+
+        tasks = [asyncio.create_task(waits()) for _ in range(4)]
+        tracked = [type(task) is not asyncio.Task for task in tasks]
+        release.set()
+        await asyncio.gather(*tasks)
+        return tracked
+
+    # main and two waiters fill the three places; the other waiters run untracked
+    assert asyncio.run(main()) == [True, True, False, False]
+    assert len(task_spans(telemetry)) == 3
+
+
+def test_instrumenting_inside_a_running_loop_tracks_the_tasks_created_afterwards(instrument):
+    started: list[object] = []
+
+    async def main() -> None:
+        before = asyncio.create_task(child(1))
+        started.append(instrument(spans="all"))
+        after = asyncio.create_task(child(2), name="after")
+        await asyncio.gather(before, after)
+        assert type(before) is asyncio.Task and type(after) is not asyncio.Task
+
+    asyncio.run(main())
+    (telemetry,) = started
+    assert [attrs(span)[semconv.TASK_NAME] for span in task_spans(telemetry)] == ["after"]
