@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 _logger = logging.getLogger("scopewatch")
 
-_STATUS = {StatusCode.UNSET: "unset", StatusCode.OK: "ok", StatusCode.ERROR: "error"}
+_ERROR = StatusCode.ERROR
+_OK = StatusCode.OK
 
 
 class _SdkSpanFacts(SpanFacts[ReadableSpan]):
@@ -36,7 +37,8 @@ class _SdkSpanFacts(SpanFacts[ReadableSpan]):
         return 0 if start is None or end is None else end - start
 
     def status(self, span: ReadableSpan) -> str:
-        return _STATUS.get(span.status.status_code, "unset")
+        code = span.status.status_code  # identity tests: hashing an Enum runs Python code
+        return "error" if code is _ERROR else "ok" if code is _OK else "unset"
 
 
 FACTS = _SdkSpanFacts()
