@@ -172,14 +172,14 @@ async def leak_program() -> None:
 async def swallow_program() -> None:
     async def stubborn() -> str:
         try:
-            await asyncio.sleep(10)
+            await asyncio.sleep(10)  # swallow:delivered
         except asyncio.CancelledError:
-            return "swallowed"  # swallow:return
+            return "swallowed"
         return "finished"
 
     task = asyncio.create_task(stubborn(), name="stubborn")
     await asyncio.sleep(0.01)
-    task.cancel()
+    task.cancel()  # swallow:cancel
     await task
 
 
@@ -276,9 +276,13 @@ def test_each_violation_is_explained(
     text = report(path, "--color", "never").stdout
     assert f"{kind} ({violation['cause']}) in {violation['scope_kind']}" in text
     assert f"entered in task {violation['enter']['task']!r}" in text
+    assert (violation["enter"]["label"], violation["exit"]["label"]) == (
+        "entered in task",
+        "exited in task",
+    )
     assert f"fix: {violation['hint']}" in text
     if violation["exit"]["task"]:
-        assert f"exited  in task {violation['exit']['task']!r}" in text
+        assert f"exited in task  {violation['exit']['task']!r}" in text
     if violation["asyncgen"]:
         assert f"async generator: {violation['asyncgen']}" in text
     frame = violation["enter"]["stack"][-1]
@@ -294,10 +298,17 @@ def test_swallowed_cancellation(instrument: Any, tmp_path: Path) -> None:
         return
     (violation,) = [v for v in data["violations"] if v["kind"] == semconv.KIND_CANCEL_SWALLOWED]
     assert violation["enter"]["task"] == "stubborn"
+    assert violation["enter"]["label"] == "swallowed in task"
+    assert violation["enter"]["location"] == f"{HERE}:{line_of('swallow:delivered')}"
+    assert violation["exit"]["label"] == "cancelled by task"
+    assert violation["exit"]["location"] == f"{HERE}:{line_of('swallow:cancel')}"
     assert violation["hint"] == HINTS[semconv.KIND_CANCEL_SWALLOWED]
     assert violation["span"]["name"].startswith(semconv.SPAN_TASK_PREFIX)
     text = report(path, "--color", "never").stdout
     assert "cancel_swallowed" in text
+    assert f"swallowed in task 'stubborn' at {HERE}:{line_of('swallow:delivered')}" in text
+    canceller = violation["exit"]["task"]  # the main task: "Task-<n>", n counts per process
+    assert f"cancelled by task {canceller!r} at {HERE}:{line_of('swallow:cancel')}" in text
     assert f"fix: {HINTS[semconv.KIND_CANCEL_SWALLOWED]}" in text
 
 
@@ -411,7 +422,7 @@ def test_json_keys_are_stable(instrument: Any, tmp_path: Path) -> None:
         "time_unix_nano",
         "span",
     }
-    assert set(data["violations"][0]["enter"]) == {"task", "location", "stack"}
+    assert set(data["violations"][0]["enter"]) == {"label", "task", "location", "stack"}
     assert set(data["summary"]) >= {"violations", "violations_by_kind", "cancellations", "spans"}
 
 

@@ -73,12 +73,17 @@ def main(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("anyio") is None:
         print(f"scopewatch demo needs anyio; install it: {run.INSTALL_HINT}", file=sys.stderr)
         return 2
+    if args.output is None:
+        args.output = os.path.join(tempfile.gettempdir(), f"scopewatch-demo-{os.getpid()}.jsonl")
+    for name in ("output", "report_file"):
+        if getattr(args, name):
+            setattr(args, name, os.path.abspath(getattr(args, name)))
+    previous = os.getcwd()
     with tempfile.TemporaryDirectory(prefix="scopewatch-demo-") as directory:
-        script = os.path.join(directory, DEMO_MODULE)
-        with open(script, "w", encoding="utf-8") as file:
+        with open(os.path.join(directory, DEMO_MODULE), "w", encoding="utf-8") as file:
             file.write(source())
-        if args.output is None:
-            args.output = os.path.join(
-                tempfile.gettempdir(), f"scopewatch-demo-{os.getpid()}.jsonl"
-            )
-        return run.execute(args, [sys.executable, script], defaults=DEMO_DEFAULTS)
+        os.chdir(directory)  # stacks in the report read demo_service.py:LINE
+        try:
+            return run.execute(args, [sys.executable, DEMO_MODULE], defaults=DEMO_DEFAULTS)
+        finally:
+            os.chdir(previous)

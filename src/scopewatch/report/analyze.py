@@ -87,6 +87,15 @@ def _code_location(attributes: dict[str, Any]) -> str:
     return f"{path}:{line}" if line is not None else str(path)
 
 
+ROLE_LABELS: dict[str, tuple[str, str]] = {
+    semconv.KIND_CANCEL_SWALLOWED: ("swallowed in task", "cancelled by task"),
+}
+"""What ``enter`` and ``exit`` of a violation are, when not where a scope was entered / exited:
+for ``cancel_swallowed`` the task that swallowed the cancellation (and where it was delivered)
+and the task that asked for it (and where)."""
+DEFAULT_LABELS = ("entered in task", "exited in task")
+
+
 def hint_for(kind: str, cause: str) -> str:
     """The one-line fix hint of ``scopewatch._core.explain`` for a cause, else for the kind."""
     return HINTS.get(cause) or HINTS.get(kind, "")
@@ -104,6 +113,7 @@ def _violation(span: Span, facts: dict[str, Any], time_ns: int) -> dict[str, Any
     exit_stack = parse_stack(facts.get(semconv.EXIT_STACKTRACE))
     enter_task = facts.get(semconv.ENTER_TASK) or attributes.get(semconv.ENTER_TASK) or ""
     exit_task = facts.get(semconv.EXIT_TASK) or attributes.get(semconv.EXIT_TASK) or ""
+    enter_label, exit_label = ROLE_LABELS.get(kind, DEFAULT_LABELS)
     return {
         "kind": kind,
         "kind_text": KIND_TEXT.get(kind, ""),
@@ -113,11 +123,13 @@ def _violation(span: Span, facts: dict[str, Any], time_ns: int) -> dict[str, Any
         "scope_kind": str(attributes.get(semconv.SCOPE_KIND) or span.name),
         "asyncgen": str(facts.get(semconv.ASYNCGEN) or attributes.get(semconv.ASYNCGEN) or ""),
         "enter": {
+            "label": enter_label,
             "task": str(enter_task),
-            "location": _code_location(attributes) or _location(enter_stack),
+            "location": _location(enter_stack) or _code_location(attributes),
             "stack": enter_stack,
         },
         "exit": {
+            "label": exit_label,
             "task": str(exit_task),
             "location": _location(exit_stack),
             "stack": exit_stack,

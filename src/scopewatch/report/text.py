@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import IO, Any
 
+from scopewatch import semconv
 from scopewatch.report.analyze import OTHER_INSTRUMENTATION
 
 STACK_FRAMES = 4
@@ -137,20 +138,16 @@ def _violations(report: dict[str, Any], style: _Style, lines: list[str]) -> None
     for number, item in enumerate(items, start=1):
         lines.append(
             f"{number:>3}. {style.red(item['kind'])} ({item['cause']}) in {item['scope_kind']}"
-            + (f": {item['kind_text']}" if item["kind_text"] else "")
+            + (f": {_subject(item)}{item['kind_text']}" if item["kind_text"] else "")
         )
         enter, exit_ = item["enter"], item["exit"]
-        lines.append(
-            f"     entered in task {style.cyan(repr(enter['task']))}"
-            + (f" at {_short_location(enter['location'])}" if enter["location"] else "")
-        )
-        _stack(style, lines, enter["stack"])
-        if exit_["task"] or exit_["stack"]:
-            lines.append(
-                f"     exited  in task {style.cyan(repr(exit_['task']))}"
-                + (f" at {_short_location(exit_['location'])}" if exit_["location"] else "")
-            )
-            _stack(style, lines, exit_["stack"])
+        width = max(len(enter["label"]), len(exit_["label"]))
+        for role in (enter, exit_):
+            if role is exit_ and not (exit_["task"] or exit_["stack"]):
+                continue
+            where = f" at {_short_location(role['location'])}" if role["location"] else ""
+            lines.append(f"     {role['label']:<{width}} {style.cyan(repr(role['task']))}{where}")
+            _stack(style, lines, role["stack"])
         if item["asyncgen"]:
             lines.append(f"     async generator: {item['asyncgen']}")
         if item["cause_text"]:
@@ -160,6 +157,10 @@ def _violations(report: dict[str, Any], style: _Style, lines: list[str]) -> None
         span = item["span"]
         lines.append(style.dim(f"     trace {span['trace_id']} span {span['span_id']}"))
     lines.append("")
+
+
+def _subject(item: dict[str, Any]) -> str:
+    return "the cancellation " if item["kind"] == semconv.KIND_CANCEL_SWALLOWED else ""
 
 
 def _cancellations(report: dict[str, Any], style: _Style, lines: list[str]) -> None:
