@@ -316,3 +316,27 @@ def test_instrumenting_inside_a_running_loop_tracks_the_tasks_created_afterwards
     asyncio.run(main())
     (telemetry,) = started
     assert [attrs(span)[semconv.TASK_NAME] for span in task_spans(telemetry)] == ["after"]
+
+
+def test_a_failure_of_scopewatch_never_reaches_the_application(instrument, monkeypatch, caplog):
+    from scopewatch import _safety
+    from scopewatch.instrumentation import tasks as task_instrumentation
+    from scopewatch.telemetry.tasks import TaskTelemetry
+
+    instrument(spans="all")
+    monkeypatch.setattr(_safety, "STRICT", False)
+
+    def broken(self, record):
+        raise RuntimeError("scopewatch bug")
+
+    monkeypatch.setattr(TaskTelemetry, "start", broken)
+
+    async def main() -> list[int]:
+        first = asyncio.create_task(child(1))
+        second = asyncio.create_task(child(2))
+        return [await first, await second, type(second) is asyncio.Task]
+
+    assert asyncio.run(main()) == [2, 4, True]  # the part is off: plain tasks from then on
+    assert not task_instrumentation.PART.enabled
+    assert "task instrumentation failed and is disabled" in caplog.text
+    task_instrumentation.PART.reset()

@@ -104,7 +104,10 @@ class TaskRecord:
     def done(self, task: Any) -> None:
         """Done callback of the task."""
         if not self.ended:
-            self.tracker.task_done(self, task)
+            try:
+                self.tracker.task_done(self, task)
+            except Exception as error:
+                self.tracker.on_error(error)
 
 
 class TaskSink(Protocol):
@@ -162,6 +165,8 @@ class TaskTracker:
         self.scope_lookup = scope_lookup
         self.active = 0
         """Tracked tasks not yet done (``scopewatch.task.active``)."""
+        self.on_error: Callable[[Exception], None] = _raise
+        """Called with an error of scopewatch's own in a done callback (the safety part)."""
         self.untracked = 0
         self._codes: dict[Any, CodeInfo | _Unwrap | None] = {}
         self._foreign: weakref.WeakKeyDictionary[Any, TaskRecord] = weakref.WeakKeyDictionary()
@@ -431,6 +436,7 @@ class TaskTracker:
         if PY311 and outcome == semconv.OUTCOME_OK and task.cancelling() > record.group_requests:
             violation = self.swallowed(record, task)
         self.sink.finished(record, task, outcome, violation)
+        record.span = record.parent_context = None  # a done task may live long: keep it light
 
     def swallowed(self, record: TaskRecord, task: Any) -> Violation:
         """The ``cancel_swallowed`` violation of a task that ended normally while cancelled."""
@@ -477,9 +483,14 @@ class TaskTracker:
                 record.ended = True
                 self.active -= 1
                 self.sink.abandoned(record, task)
+                record.span = record.parent_context = None
 
 
 _MISSING: Any = object()
+
+
+def _raise(error: Exception) -> None:
+    raise error
 
 
 @dataclass(slots=True)

@@ -100,8 +100,8 @@ class _EagerTask(Task):
             _discard(record)
             raise
         finally:
-            if token is not None and _telemetry is not None:
-                _telemetry.release(token)
+            if token is not None:
+                _release(token)
         _register(self, record)
 
 
@@ -113,6 +113,7 @@ def install(runtime: Runtime) -> None:
     tracker = TaskTracker(
         telemetry, settings.stack_depth, settings.max_tracked, settings.exclude, _scope_record
     )
+    tracker.on_error = PART.fail
     _telemetry, _tracker, _live = telemetry, tracker, telemetry.live_spans
     runtime.extras["tasks"] = tracker
     runtime.instruments.set_active_tasks(lambda: tracker.active)
@@ -204,16 +205,33 @@ def _register(task: Any, record: TaskRecord) -> None:
 
 def _start(record: TaskRecord, context: Any = None) -> object:
     """``all`` mode: start the span of a user task and make it current around its creation."""
-    if _live and _telemetry is not None and not record.info.internal:
+    telemetry = _telemetry
+    if not _live or telemetry is None or record.info.internal:
+        return None
+    try:
         if context is None:
-            return _telemetry.start(record)
-        _telemetry.start_in(record, context)
+            return telemetry.start(record)
+        telemetry.start_in(record, context)
+    except Exception as error:
+        PART.fail(error)
     return None
+
+
+def _release(token: object) -> None:
+    telemetry = _telemetry
+    if telemetry is not None:
+        try:
+            telemetry.release(token)
+        except Exception as error:
+            PART.fail(error)
 
 
 def _discard(record: TaskRecord) -> None:
     if _telemetry is not None:
-        _telemetry.discard(record)
+        try:
+            _telemetry.discard(record)
+        except Exception as error:
+            PART.fail(error)
 
 
 def _base_create_task(original: Any) -> Any:
@@ -246,8 +264,8 @@ def _base_create_task(original: Any) -> Any:
             _discard(record)
             raise
         finally:
-            if token is not None and _telemetry is not None:
-                _telemetry.release(token)
+            if token is not None:
+                _release(token)
         source_traceback = task._source_traceback  # type: ignore[attr-defined]
         if source_traceback:
             del source_traceback[-1]
@@ -279,8 +297,8 @@ def _generic_create_task(original: Any) -> Any:
             _discard(record)
             raise
         finally:
-            if token is not None and _telemetry is not None:
-                _telemetry.release(token)
+            if token is not None:
+                _release(token)
         _register(task, record)
         return task
 
@@ -311,8 +329,8 @@ def _through(original: Any, loop: Any, coro: Any, name: Any, context: Any) -> An
         _discard(record)
         raise
     finally:
-        if token is not None and _telemetry is not None:
-            _telemetry.release(token)
+        if token is not None:
+            _release(token)
     if record.tracker.record_of(task) is None:
         _register(task, record)
     else:
