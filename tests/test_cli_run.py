@@ -142,6 +142,32 @@ def test_spans_setting_and_json_report_file(tmp_path: Path) -> None:
     assert data["summary"]["cancellations"] == 1
 
 
+def test_html_report_goes_next_to_the_telemetry(tmp_path: Path) -> None:
+    program = write(tmp_path, "app.py", PROGRAM)
+    result = subprocess.run(
+        [
+            *SCOPEWATCH,
+            "run",
+            "--format",
+            "html",
+            "-o",
+            str(tmp_path / "t.jsonl"),
+            "--",
+            "python",
+            str(program),
+        ],
+        input="",
+        capture_output=True,
+        text=True,
+        env=clean_environ(),
+        timeout=120,
+    )
+    assert result.returncode == 3
+    assert f"scopewatch: report written to {tmp_path / 't.html'}" in result.stderr
+    assert "<html" not in result.stderr
+    assert (tmp_path / "t.html").read_text().startswith("<!doctype html>")
+
+
 class _Collector(http.server.BaseHTTPRequestHandler):
     received: list[ExportTraceServiceRequest] = []
 

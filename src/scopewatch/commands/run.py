@@ -80,7 +80,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         help="report format (default: text)",
     )
     parser.add_argument(
-        "--report-file", metavar="PATH", help="write the report there instead of stderr"
+        "--report-file",
+        metavar="PATH",
+        help="write the report there instead of stderr (html: default <output>.html)",
     )
     parser.add_argument("--no-report", action="store_true", help="only write the telemetry")
     parser.add_argument(
@@ -200,6 +202,8 @@ def _report(args: argparse.Namespace, output: str) -> None:
     from scopewatch.report.text import use_colour
 
     stream: IO[str] = sys.stderr
+    if args.format == "html" and not args.report_file:  # a page is no use on a terminal
+        args.report_file = os.path.splitext(output)[0] + ".html"
     colour = args.report_file is None and use_colour(stream, args.color)
     try:
         text = render([output], args.format, colour)
