@@ -305,6 +305,23 @@ def test_abandoned_generator_closed_by_finalizer_is_explained(instrument):
     }
 
 
+def test_explicit_aclose_from_another_task_is_not_blamed_on_the_finalizer(instrument):
+    telemetry = instrument()
+
+    async def main() -> None:
+        gen = holds_group()
+        await asyncio.create_task(gen.__anext__(), name="stepper")
+        try:
+            await asyncio.ensure_future(gen.aclose())
+        except RuntimeError:
+            pass
+
+    asyncio.run(main())
+    (span,) = telemetry.violation_spans(semconv.KIND_CROSS_TASK_EXIT)
+    assert attrs(span)[semconv.VIOLATION_CAUSE] == semconv.CAUSE_OTHER_TASK
+    assert attrs(span)[semconv.ENTER_TASK] == "stepper"
+
+
 def test_generator_open_at_loop_end_is_closed_by_shutdown_asyncgens(instrument):
     telemetry = instrument()
     keep: list[object] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import asyncio.base_events
 import importlib.metadata
 import json
 import os
@@ -27,6 +28,7 @@ def patched_targets() -> dict[str, object]:
         "anyio.__exit__": anyio_backend.CancelScope.__dict__["__exit__"],
         "anyio.cancel": anyio_backend.CancelScope.__dict__["cancel"],
         "anyio.create": anyio_backend.AsyncIOBackend.__dict__["create_cancel_scope"],
+        "loop.finalizer": asyncio.base_events.BaseEventLoop.__dict__["_asyncgen_finalizer_hook"],
     }
     if sys.version_info >= (3, 11):
         for cls in (asyncio.timeouts.Timeout, asyncio.TaskGroup):

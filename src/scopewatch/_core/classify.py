@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from scopewatch import semconv
+from scopewatch._core import asyncgens
 
 if TYPE_CHECKING:
     from scopewatch._core.records import ScopeRecord
@@ -22,7 +23,9 @@ def cross_task_cause(record: ScopeRecord, exit_task: Any, exit_frame_ids: set[in
         loop = _loop_of(exit_task)
         if getattr(loop, "_asyncgens_shutdown_called", False):
             return semconv.CAUSE_ASYNCGEN_SHUTDOWN
-        return semconv.CAUSE_ASYNCGEN_FINALIZER
+        if asyncgens.closed_by_finalizer(record.asyncgen_frame):
+            return semconv.CAUSE_ASYNCGEN_FINALIZER
+        return semconv.CAUSE_OTHER_TASK  # the program ran aclose() itself in another task
     if record.asyncgen_frame and (
         record.asyncgen_frame in exit_frame_ids
         or coro_type == _ASEND_TYPE
