@@ -48,9 +48,9 @@ _RUNNER_PREFIXES = tuple(
 class ViolationWatch:
     """pytest hooks of an active ``--scopewatch`` session (registered as a plugin object)."""
 
-    def __init__(self, config: pytest.Config, mode: str) -> None:
-        self.config = config
+    def __init__(self, mode: str) -> None:
         self.mode = mode
+        """``fail`` or ``warn``."""
         self.outside: list[Violation] = []
         """Violations that happened while no test ran (collection, session start or end)."""
         self._pending: list[Violation] | None = None
@@ -129,7 +129,7 @@ class ViolationWatch:
 
     def pytest_report_header(self) -> str:
         """Say that the session is watched."""
-        return f"scopewatch: cancel-scope violations {'fail' if self.mode == 'fail' else 'warn'}"
+        return f"scopewatch: cancel-scope violations {self.mode}"
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
@@ -167,7 +167,8 @@ class ViolationWatch:
         report = yield
         if call.when == "setup" or self._pending is None or not self._pending:
             return report
-        violations = [v for v in self._pending if not _is_allowed(v, _allowed(item))]
+        allowed = _allowed(item)
+        violations = [v for v in self._pending if not _is_allowed(v, allowed)]
         self._pending.clear()
         if violations:
             self._judge(item, report, violations)

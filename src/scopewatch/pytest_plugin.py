@@ -73,7 +73,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     from scopewatch._pytest_watch import ViolationWatch
 
-    watch = ViolationWatch(config, mode)
+    watch = ViolationWatch(mode)
     config.pluginmanager.register(watch, PLUGIN_NAME)
     watch.start()
 
