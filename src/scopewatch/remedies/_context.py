@@ -101,8 +101,11 @@ class OwnedContext(Generic[T]):
             self._finalizer.detach()
         try:
             running = asyncio.get_running_loop()
-        except RuntimeError:  # pragma: no cover - aclose() is a coroutine: a loop runs it
-            running = None
+        except RuntimeError:
+            raise RuntimeError(
+                "OwnedContext.aclose() runs under asyncio; from other code use "
+                "asyncio.run_coroutine_threadsafe(owned.aclose(), loop)"
+            ) from None
         if running is loop:
             await self._close_here(task, timeout)
             return
