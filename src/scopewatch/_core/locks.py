@@ -15,6 +15,7 @@ Hooks for other features:
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 import weakref
@@ -87,7 +88,8 @@ class HeldLock:
     """Seconds since it was acquired, ``-1.0`` when unknown (only sampled holds are timed)."""
 
 
-_infos: weakref.WeakKeyDictionary[object, LockInfo] = weakref.WeakKeyDictionary()
+_infos: dict[int, tuple[weakref.ref[Any], LockInfo]] = {}
+"""``id(lock)`` -> (weak reference, info); an entry leaves when its lock is collected."""
 _names: set[str] = set()
 _generation = 0
 _sites: dict[tuple[CodeType, int], str] = {}
@@ -143,15 +145,30 @@ def creation_site(frame: FrameType | None) -> str:
     return semconv.LOCK_NAME_UNKNOWN
 
 
+def _find(lock: object) -> LockInfo | None:
+    entry = _infos.get(id(lock))
+    if entry is not None and entry[0]() is lock:
+        return entry[1]
+    return None
+
+
+def _forget(key: int, ref: weakref.ref[Any]) -> None:
+    entry = _infos.get(key)
+    if entry is not None and entry[0] is ref:
+        del _infos[key]
+
+
 def register(lock: object, kind: str, site: str) -> LockInfo:
     """Remember the kind and creation site of a new lock."""
-    info = _infos.get(lock)
+    info = _find(lock)
     if info is None:
         info = LockInfo(kind, site)
+        key = id(lock)
         try:
-            _infos[lock] = info
+            ref = weakref.ref(lock, functools.partial(_forget, key))
         except TypeError:  # not weak-referenceable: report it without a name
             return info
+        _infos[key] = (ref, info)
     else:  # __init__ ran twice (anyio's __new__ + __init__): keep the user's name
         info.kind = kind
         info.site = site
@@ -161,7 +178,7 @@ def register(lock: object, kind: str, site: str) -> LockInfo:
 
 def info_for(lock: object, kind: str) -> LockInfo:
     """The info of ``lock``, created on first use for locks made before instrumenting."""
-    info = _infos.get(lock)
+    info = _find(lock)
     if info is None:
         info = register(lock, kind, semconv.LOCK_NAME_UNKNOWN)
     return info
@@ -308,7 +325,7 @@ def held_locks(task: Any) -> list[HeldLock]:
 
 
 def _info_or_unknown(lock: object) -> LockInfo:
-    info = _infos.get(lock)
+    info = _find(lock)
     return info if info is not None else LockInfo(type(lock).__name__, semconv.LOCK_NAME_UNKNOWN)
 
 

@@ -149,7 +149,8 @@ def make_acquire(
     perf_counter = time.perf_counter
     every = core.HOLD_SAMPLE_EVERY
     get_task, get_loop = _task_lookup(current_task)
-    no_args: tuple[Any, ...] = ()
+
+    contended = _make_contended(original, kind, contended_check, multi, current_task)
 
     async def acquire(self: Any) -> Any:  # noqa: PLR0912 - one flat hot path
         # Lock / Semaphore ``acquire()`` take no argument: no packing on the hot path.
@@ -169,10 +170,7 @@ def make_acquire(
             fail(error)
             waiting = False
         if waiting:
-            return await _contended(
-                self, original, no_args, {}, kind, contended_check, multi, current_task,
-                False, False,
-            )  # fmt: skip
+            return await contended(self)
         result = await original(self)
         try:
             left = tick[0] - 1
@@ -198,6 +196,54 @@ def make_acquire(
 
     acquire.__wrapped__ = original  # type: ignore[attr-defined]
     return acquire
+
+
+def _make_contended(
+    original: Any,
+    kind: str,
+    contended_check: Check,
+    multi: bool,
+    current_task: Callable[[], Any],
+) -> Callable[[Any], Any]:
+    """The slow path of :func:`make_acquire` (the lock looked busy)."""
+    holds = core.binary_holds
+    perf_counter = time.perf_counter
+    get_task, get_loop = _task_lookup(current_task)
+
+    async def contended(self: Any) -> Any:
+        """The slow path: time the wait, report it, remember the holder."""
+        try:
+            really = contended_check(self)
+        except Exception as error:
+            fail(error)
+            really = False
+        start = perf_counter()
+        try:
+            result = await original(self)
+        except BaseException as raised:
+            if really and core.ACTIVE and is_cancellation(raised):
+                _report_failed_wait(self, kind, perf_counter() - start, current_task)
+            raise
+        end = perf_counter()
+        try:
+            if really:
+                metrics = telemetry.current
+                if metrics is not None:
+                    metrics.waited(self, kind, end - start, semconv.LOCK_OUTCOME_ACQUIRED)
+                # a sampled hold, or one long enough to matter (see core.LONG_HOLD)
+                record = core.sample() or core.LONG_HOLD
+            else:
+                record = core.sample()
+            task = get_task(get_loop())
+            if not multi:
+                holds[id(self)] = (self, task, end, record)
+            else:
+                core.hold_started(self, task, record, True)
+        except Exception as error:
+            fail(error)
+        return result
+
+    return contended
 
 
 def _no_loop() -> None:
@@ -270,19 +316,7 @@ async def _contended(
         result = await original(lock, *args, **kwargs)
     except BaseException as raised:
         if contended and core.ACTIVE and is_cancellation(raised):
-            waited = time.perf_counter() - start
-            try:
-                task = current_task()
-                outcome = (
-                    semconv.LOCK_OUTCOME_TIMED_OUT
-                    if task is not None and core.deadline_expired(task)
-                    else semconv.LOCK_OUTCOME_CANCELLED
-                )
-                metrics = telemetry.current
-                if metrics is not None:
-                    metrics.waited(lock, kind, waited, outcome)
-            except Exception as error:
-                fail(error)
+            _report_failed_wait(lock, kind, time.perf_counter() - start, current_task)
         raise
     if core.ACTIVE:
         waited = time.perf_counter() - start
@@ -299,6 +333,24 @@ async def _contended(
         except Exception as error:
             fail(error)
     return result
+
+
+def _report_failed_wait(
+    lock: Any, kind: str, waited: float, current_task: Callable[[], Any]
+) -> None:
+    """A contended wait ended by a cancellation: ``timed_out`` if a deadline caused it."""
+    try:
+        task = current_task()
+        outcome = (
+            semconv.LOCK_OUTCOME_TIMED_OUT
+            if task is not None and core.deadline_expired(task)
+            else semconv.LOCK_OUTCOME_CANCELLED
+        )
+        metrics = telemetry.current
+        if metrics is not None:
+            metrics.waited(lock, kind, waited, outcome)
+    except Exception as error:
+        fail(error)
 
 
 def make_acquire_nowait(

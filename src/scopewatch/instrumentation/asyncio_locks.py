@@ -47,7 +47,13 @@ def _lock_busy(lock: Any) -> Any:
 
 
 def _lock_contended(lock: Any) -> bool:
-    return bool(lock._locked) or any(not w.cancelled() for w in lock._waiters or ())
+    """Exactly when asyncio's acquire waits: locked, or a live waiter queued (fairness)."""
+    if lock._locked:
+        return True
+    for waiter in lock._waiters or ():  # noqa: SIM110 - a loop is cheaper than any(genexpr)
+        if not waiter.cancelled():
+            return True
+    return False
 
 
 def _semaphore_busy(lock: Any) -> Any:
