@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from scopewatch import semconv
-from scopewatch._core import cancels, frames
-from scopewatch._core.records import CancelInfo, Violation
+from scopewatch._core import attribution, cancels, frames
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from types import CodeType, FrameType
 
-    from scopewatch._core.records import ScopeRecord
+    from scopewatch._core.records import CancelInfo, ScopeRecord, Violation
 
 PY311 = sys.version_info >= (3, 11)
 RECORD_ATTRIBUTE = "_scopewatch_record"
@@ -288,7 +287,7 @@ class TaskTracker:
                 record.converted = record.cancel.origin != semconv.ORIGIN_DEADLINE
             return
         call = cancels.walk(frame)
-        record.cancel = self._describe(task, call, message)
+        record.cancel = attribution.describe(self, task, call, message)
         depth = max(self.stack_depth, 1)
         record.canceller_frames = cancels.requester_frames(frame, depth)
         record.delivered_frames = cancels.suspended_frames(task.get_coro(), depth)
@@ -312,112 +311,14 @@ class TaskTracker:
         ):
             record.group_requests -= 1
 
-    def _describe(self, task: Any, call: cancels.CancelCall, message: Any) -> CancelInfo:
-        current = asyncio.current_task(task.get_loop())
-        facts = _CallFacts(
-            call,
-            current.get_name() if current is not None else "",
-            _location(call.user),
-            "" if message is None else str(message),
-        )
-        role = call.first()
-        if role == cancels.PROPAGATE:
-            return self._propagated(call.local(role, "self"), facts.location)
-        if role == cancels.ANYIO_DELIVER:
-            return self._anyio(call, facts.reason, facts.location)
-        if role in (cancels.GROUP_ABORT, cancels.GROUP_CHILD_DONE, cancels.GROUP_BODY):
-            return self._group(facts)
-        if role:
-            return self._library(role, facts)
-        origin = semconv.ORIGIN_EXPLICIT if current is task else semconv.ORIGIN_EXTERNAL
-        return CancelInfo(origin, facts.task, facts.location, facts.reason, self._span_now())
-
-    def _library(self, role: str, facts: _CallFacts) -> CancelInfo:
-        """A timeout, ``wait_for``, ``gather`` or ``asyncio.run`` asked."""
-        if role == cancels.TIMEOUT:
-            scope = self._scope(facts.call.local(role, "self"))
-            where = frames.location(scope.frames) if scope is not None else facts.location
-            return CancelInfo(semconv.ORIGIN_DEADLINE, "", where, "asyncio.timeout expired")
-        if role == cancels.WAIT_FOR:
-            if not isinstance(sys.exc_info()[1], asyncio.CancelledError):
-                why = "wait_for() timed out"
-                return CancelInfo(semconv.ORIGIN_DEADLINE, facts.task, facts.location, why)
-            why = "the task awaiting it in wait_for() was cancelled"
-            return CancelInfo(semconv.ORIGIN_PARENT, facts.task, facts.location, why)
-        if role == cancels.GATHER:
-            why = "the gather() awaiting it was cancelled"
-            return CancelInfo(
-                semconv.ORIGIN_PARENT, facts.task, facts.location, why, self._span_now()
-            )
-        why = (
-            "asyncio.run() received SIGINT"
-            if role == cancels.SIGINT
-            else "asyncio.run() cancelled the tasks still running at shutdown"
-        )
-        return CancelInfo(semconv.ORIGIN_EXTERNAL, "", "", why)
-
-    def _group(self, facts: _CallFacts) -> CancelInfo:
-        """An ``asyncio.TaskGroup`` aborted: a child failed, or its body raised."""
-        child = facts.call.local(cancels.GROUP_CHILD_DONE, "task")
-        if child is not None:
-            return self._sibling_failed(child, facts.location)
-        group = self._scope(facts.call.local(facts.call.first(), "self"))
-        where = facts.location or (frames.location(group.frames) if group is not None else "")
-        why = "the body of its asyncio.TaskGroup raised"
-        return CancelInfo(semconv.ORIGIN_PARENT, facts.task, where, why, self._span_now())
-
-    def _propagated(self, outer: Any, location: str) -> CancelInfo:
-        outer_record = self.record_of(outer) if outer is not None else None
-        outer_name = outer.get_name() if outer is not None else ""
-        source = outer_record.cancel if outer_record is not None else None
-        why = f"the task {outer_name!r} awaiting it was cancelled"
-        if source is None:
-            return CancelInfo(semconv.ORIGIN_PARENT, outer_name, location, why)
-        origin = (
-            semconv.ORIGIN_DEADLINE
-            if source.origin == semconv.ORIGIN_DEADLINE
-            else semconv.ORIGIN_PARENT
-        )
-        reason = f"{why}: {source.reason}" if source.reason else why
-        return CancelInfo(origin, source.task, source.location, reason, source.span_context)
-
-    def _sibling_failed(self, child: Any, location: str) -> CancelInfo:
-        error = getattr(child, "_exception", None)
-        failure = type(error).__name__ if error is not None else "CancelledError"
-        name = child.get_name()
-        child_record = self.record_of(child)
-        where = cancels.raise_location(error) or location
-        return CancelInfo(
-            semconv.ORIGIN_PARENT,
-            name,
-            where,
-            f"sibling task {name!r} failed with {failure}",
-            child_record.span_context if child_record is not None else None,
-        )
-
-    def _anyio(self, call: cancels.CancelCall, reason: str, location: str) -> CancelInfo:
-        scope = self._scope(call.local(cancels.ANYIO_DELIVER, "origin"))
-        source = scope.cancel if scope is not None else None
-        child = call.local(cancels.ANYIO_CHILD_DONE, "_task")
-        if child is not None:
-            return self._sibling_failed(child, location)
-        if source is None:
-            where = frames.location(scope.frames) if scope is not None else location
-            return CancelInfo(semconv.ORIGIN_PARENT, "", where, reason)
-        origin = (
-            semconv.ORIGIN_DEADLINE
-            if source.origin == semconv.ORIGIN_DEADLINE
-            else semconv.ORIGIN_PARENT
-        )
-        why = source.reason or (f"{scope.kind} was cancelled" if scope is not None else reason)
-        return CancelInfo(origin, source.task, source.location, why, source.span_context)
-
-    def _scope(self, obj: object) -> ScopeRecord | None:
+    def scope_of(self, obj: object) -> ScopeRecord | None:
+        """The record of an entered scope object (for cancel attribution), or ``None``."""
         if obj is None or self.scope_lookup is None:
             return None
         return self.scope_lookup(obj)
 
-    def _span_now(self) -> Any:
+    def span_now(self) -> Any:
+        """The calling code's recording span context (for a link), or ``None``."""
         return self.sink.current_span_context()
 
     # --- end --------------------------------------------------------------------------------
@@ -434,46 +335,9 @@ class TaskTracker:
             outcome = semconv.OUTCOME_OK
         violation = None
         if PY311 and outcome == semconv.OUTCOME_OK and task.cancelling() > record.group_requests:
-            violation = self.swallowed(record, task)
+            violation = attribution.swallowed(record, task)
         self.sink.finished(record, task, outcome, violation)
         record.span = record.parent_context = None  # a done task may live long: keep it light
-
-    def swallowed(self, record: TaskRecord, task: Any) -> Violation:
-        """The ``cancel_swallowed`` violation of a task that ended normally while cancelled."""
-        info = record.cancel
-        name = task.get_name()
-        delivered = frames.location(record.delivered_frames) or "an unknown location"
-        if info is not None:
-            by = f"task {info.task!r}" if info.task else "a callback"
-            asked = f"{by} at {info.location or 'an unknown location'} ({info.origin})"
-        else:
-            asked = "code scopewatch did not see"
-        if record.converted:
-            cause = semconv.CAUSE_TIMEOUT_CONVERTED
-            detail = (
-                f"Task.cancel() was called by {asked} and was still pending when an "
-                "asyncio.timeout expired; asyncio turned both into one TimeoutError, the task "
-                f"handled it as a timeout and the cancellation was lost (cancelling()="
-                f"{task.cancelling()}). It was delivered at {delivered}."
-            )
-        else:
-            cause = semconv.CAUSE_CANCEL_CAUGHT
-            detail = (
-                f"Task.cancel() was called by {asked}; the CancelledError was delivered at "
-                f"{delivered} and the task then finished normally (cancelling()="
-                f"{task.cancelling()})."
-            )
-        return Violation(
-            kind=semconv.KIND_CANCEL_SWALLOWED,
-            cause=cause,
-            scope_kind=record.info.span_name,
-            enter_task=name,
-            exit_task=info.task if info is not None else "",
-            asyncgen="",
-            enter_frames=record.delivered_frames,
-            exit_frames=record.canceller_frames,
-            detail=detail,
-        )
 
     def loop_closing(self, loop: Any) -> None:
         """``loop`` is closing: tasks still pending on it will never finish."""
@@ -491,18 +355,3 @@ _MISSING: Any = object()
 
 def _raise(error: Exception) -> None:
     raise error
-
-
-@dataclass(slots=True)
-class _CallFacts:
-    call: cancels.CancelCall
-    task: str
-    """Name of the task running the ``cancel()`` call (``""`` in a callback)."""
-    location: str
-    reason: str
-
-
-def _location(frame: FrameType | None) -> str:
-    if frame is None:
-        return ""
-    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
