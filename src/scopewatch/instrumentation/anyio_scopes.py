@@ -32,7 +32,8 @@ _originals: dict[str, Any] = {}
 _patched: Any = None
 _pending: dict[int, tuple[object, str, bool]] = {}
 """Scopes created through the public API but not yet entered: id -> (scope, kind, user)."""
-_api_kinds: dict[CodeType, str] = {}
+_api_kinds: dict[int, tuple[CodeType, str]] = {}
+"""``id(code)`` of anyio's scope factories -> ``(code, kind)`` (ids: hashing code is slow)."""
 _task_group_aenter: CodeType | None = None
 _deadline_callback: CodeType | None = None
 
@@ -91,8 +92,9 @@ def _patch(module: ModuleType) -> None:
         function = getattr(_tasks, name, None)
         function = getattr(function, "__wrapped__", function)
         if function is not None:
-            _api_kinds[function.__code__] = kind
-    _api_kinds[_tasks.CancelScope.__new__.__code__] = semconv.SPAN_ANYIO_CANCEL_SCOPE
+            _api_kinds[id(function.__code__)] = (function.__code__, kind)
+    new_code = _tasks.CancelScope.__new__.__code__
+    _api_kinds[id(new_code)] = (new_code, semconv.SPAN_ANYIO_CANCEL_SCOPE)
     _task_group_aenter = module.TaskGroup.__aenter__.__code__
     _deadline_callback = scope_class._timeout.__code__
     _wrap(scope_class, backend_class)
@@ -163,9 +165,9 @@ def _remember_kind(scope: object, frame: FrameType | None) -> None:
         if frame is None:
             break
         code = frame.f_code
-        api_kind = _api_kinds.get(code)
-        if api_kind is not None:
-            kind = api_kind
+        api_kind = _api_kinds.get(id(code))
+        if api_kind is not None and api_kind[0] is code:
+            kind = api_kind[1]
         elif code.co_filename != _CONTEXTLIB_FILE:
             break
         frame = frame.f_back
@@ -179,7 +181,8 @@ def _remember_kind(scope: object, frame: FrameType | None) -> None:
 
 def _on_enter(scope: Any, frame: FrameType) -> None:
     tracker = state.tracker
-    task = state.current_task()
+    # anyio's own __enter__ just stored the current task there; asking again costs a call.
+    task = getattr(scope, "_host_task", None) or state.current_task()
     if tracker is None or task is None:
         return
     pending = _pending.pop(id(scope), None)
