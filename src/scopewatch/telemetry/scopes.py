@@ -98,7 +98,8 @@ class ScopeTelemetry:
             attributes = {semconv.SCOPE_KIND: record.kind, semconv.SCOPE_OUTCOME: facts.outcome}
             self._duration_attributes[key] = attributes
         self._instruments.scope_duration.record(duration, attributes)
-        self._detach(record)
+        if record.context_token is not None:
+            self._detach(record)
         violated = bool(record.violations)
         span = record.span
         if span is None:
