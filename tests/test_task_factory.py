@@ -307,3 +307,18 @@ def test_together_with_opentelemetry_instrumentation_asyncio(tmp_path):
     assert not any(
         span["name"].startswith("task ") and "trace_coroutine" in span["name"] for span in spans
     )
+
+
+def test_an_untested_python_gets_a_plain_wrapper_that_still_tracks_tasks(instrument, monkeypatch):
+    from scopewatch.instrumentation import tasks as task_instrumentation
+
+    monkeypatch.setattr(task_instrumentation, "KNOWN_CREATE_TASK", False)
+    telemetry = instrument(spans="all")
+
+    async def main() -> type:
+        task = asyncio.create_task(work(1), name="wrapped")
+        assert await task == 2
+        return type(task)
+
+    assert asyncio.run(main()) is asyncio.Task  # asyncio built it
+    assert "wrapped" in task_names(telemetry)

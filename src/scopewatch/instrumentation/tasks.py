@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
 PART = Part("task instrumentation")
 PY311 = sys.version_info >= (3, 11)
+KNOWN_CREATE_TASK = sys.version_info < (3, 14)
+"""``create_task(coro, *, name, context)`` as on 3.10-3.13; later Pythons get a plain wrapper
+(tasks tracked, built by asyncio itself: no canceller attribution) until tested there."""
 _QUIET = contextvars.Context()
 """Done callbacks run in this empty context instead of a copy per task."""
 
@@ -122,7 +125,8 @@ def install(runtime: Runtime) -> None:
         scopes.task_cancel_info = tracker.cancel_info
     PART.reset()
     loop_class = asyncio.BaseEventLoop
-    _patch(loop_class, "create_task", _base_create_task(loop_class.__dict__["create_task"]))
+    wrap = _base_create_task if KNOWN_CREATE_TASK else _wrapping_create_task
+    _patch(loop_class, "create_task", wrap(loop_class.__dict__["create_task"]))
     _patch(loop_class, "close", _close(loop_class.__dict__["close"]))
     factory = getattr(asyncio, "eager_task_factory", None)
     closure = getattr(factory, "__closure__", None)
@@ -338,6 +342,29 @@ def _through(original: Any, loop: Any, coro: Any, name: Any, context: Any) -> An
     return task
 
 
+def _wrapping_create_task(original: Any) -> Any:
+    """``create_task`` of an untested Python: call it unchanged, then track the task."""
+
+    def create_task(self: Any, coro: Any, **kwargs: Any) -> Any:
+        record = _begin(coro, self)
+        if record is None:
+            return original(self, coro, **kwargs)
+        token = _start(record, kwargs.get("context"))
+        try:
+            task = original(self, coro, **kwargs)
+        except BaseException:
+            _discard(record)
+            raise
+        finally:
+            if token is not None:
+                _release(token)
+        _register(task, record)
+        return task
+
+    create_task.__doc__ = original.__doc__
+    return create_task
+
+
 # --- loop close -----------------------------------------------------------------------------
 
 
@@ -367,5 +394,6 @@ def _patch_uvloop(module: ModuleType) -> None:
     loop_class = getattr(module, "Loop", None)
     if _tracker is None or loop_class is None or "create_task" in loop_class.__dict__:
         return
-    _patch(loop_class, "create_task", _generic_create_task(loop_class.create_task))
+    wrap = _generic_create_task if KNOWN_CREATE_TASK else _wrapping_create_task
+    _patch(loop_class, "create_task", wrap(loop_class.create_task))
     _patch(loop_class, "close", _close(loop_class.close))
