@@ -204,3 +204,35 @@ def test_correct_programs_swallow_nothing(instrument):
     asyncio.run(spawner())
     anyio.run(main)
     assert telemetry.violation_spans() == []
+
+
+def test_after_a_task_group_abort_a_later_swallow_is_still_seen_and_attributed(instrument):
+    """asyncio 3.11/3.12.1 leave the group's request on the parent (not the task's fault)."""
+    telemetry = instrument()
+
+    async def fails() -> None:
+        await asyncio.sleep(0.001)
+        raise ValueError
+
+    async def parent() -> str:
+        with pytest.raises(BaseExceptionGroup):
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(asyncio.sleep(1))
+                tg.create_task(fails())
+        try:
+            await asyncio.sleep(10)  # <- second delivery
+        except asyncio.CancelledError:
+            pass
+        return "swallowed"
+
+    async def main() -> str:
+        task = asyncio.create_task(parent(), name="parent")
+        await asyncio.sleep(0.05)
+        task.cancel()  # <- later request
+        return await task
+
+    assert asyncio.run(main()) == "swallowed"
+    (event,) = telemetry.violation_events()
+    assert event[semconv.EXIT_TASK] != ""  # the later request, not the group's
+    assert f"line {line('# <- later request')}, in " in event[semconv.EXIT_STACKTRACE]
+    assert f"line {line('# <- second delivery')}, in " in event[semconv.CODE_STACKTRACE]

@@ -137,9 +137,13 @@ def outcome_of(task: Any) -> str:
 
 
 def _pending_cancel(task: Any, record: TaskRecord) -> bool:
-    """Whether a cancellation was requested and not yet undone (3.10: not yet delivered)."""
+    """Whether a cancellation was requested and not yet undone (3.10: not yet delivered).
+
+    A task group's request on its parent is left out: some Pythons never undo it, and a
+    later request must not be taken for part of it.
+    """
     if PY311:
-        return bool(task.cancelling())
+        return bool(task.cancelling() > record.group_requests)
     if getattr(task, "_must_cancel", False):
         return True
     waiter = getattr(task, "_fut_waiter", None)
