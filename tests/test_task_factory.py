@@ -322,3 +322,21 @@ def test_an_untested_python_gets_a_plain_wrapper_that_still_tracks_tasks(instrum
 
     assert asyncio.run(main()) is asyncio.Task  # asyncio built it
     assert "wrapped" in task_names(telemetry)
+
+
+def test_reinstrumenting_while_old_tasks_run(instrument):
+    first = instrument(spans="all")
+    seen: dict[str, object] = {}
+
+    async def main() -> None:
+        old = asyncio.create_task(work(1), name="old")
+        await asyncio.sleep(0)
+        first.uninstrument()
+        seen["second"] = second = instrument(spans="all")
+        new = asyncio.create_task(work(2), name="new")
+        old.cancel()  # an old task's cancel() goes to nobody: no error
+        await asyncio.gather(old, new, return_exceptions=True)
+        assert second is not first
+
+    asyncio.run(main())
+    assert "new" in task_names(seen["second"]) and "old" not in task_names(seen["second"])
