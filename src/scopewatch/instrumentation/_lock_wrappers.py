@@ -1,20 +1,20 @@
-"""Wrapper factories shared by the asyncio and anyio lock modules, and a patch/restore ledger.
+"""Wrapper factories shared by the asyncio and anyio lock modules.
 
 Hot path (uncontended acquisition): one module-global read, one cheap "would this wait?" check
 on the lock's own state, the original coroutine, and a dict store of the holder. Only contended
-acquisitions are timed and reported; they take a separate coroutine (:func:`_contended`).
+acquisitions are timed and reported, on a separate slow path.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-import types
 from collections.abc import Callable
 from typing import Any
 
 from scopewatch import semconv
 from scopewatch._core import locks as core
+from scopewatch.instrumentation._patching import is_cancellation, task_lookup
 from scopewatch.telemetry import locks as telemetry
 
 Check = Callable[[Any], Any]
@@ -25,78 +25,12 @@ SHAPE_COUNTER = 2
 """``lock._value <= 0 or lock._waiters`` (asyncio.Semaphore, anyio's asyncio Semaphore)."""
 SHAPE_OWNER = 3
 """``lock._owner_task is not None or lock._waiters`` (anyio's asyncio Lock)."""
-_MISSING = object()
 
 
 def fail(error: Exception) -> None:
     """Switch every lock wrapper off and log once (re-raises under the project's tests)."""
     core.ACTIVE = False
     telemetry.PART.fail(error)
-
-
-class Patches:
-    """Attributes replaced on classes, restored exactly by :meth:`restore`."""
-
-    def __init__(self) -> None:
-        self._saved: list[tuple[type, str, Any]] = []
-
-    def patch(self, cls: type, name: str, make: Callable[[Any], Any]) -> None:
-        """Replace ``cls.name`` by ``make(original)``; the original may be inherited."""
-        own = cls.__dict__.get(name, _MISSING)
-        self._saved.append((cls, name, own))
-        setattr(cls, name, make(getattr(cls, name)))
-
-    def restore(self) -> None:
-        """Put every original back (or remove the override when it was inherited)."""
-        while self._saved:
-            cls, name, own = self._saved.pop()
-            if own is _MISSING:
-                delattr(cls, name)
-            else:
-                setattr(cls, name, own)
-
-    def __bool__(self) -> bool:
-        return bool(self._saved)
-
-
-def asyncio_current_task() -> Callable[[], Any]:
-    """The fastest ``asyncio.current_task`` returning ``None`` outside a loop or task."""
-    import asyncio
-    from asyncio import events, tasks
-
-    current = asyncio.current_task
-    table = getattr(tasks, "_current_tasks", None)
-    get_loop = getattr(events, "_get_running_loop", None)
-    if isinstance(current, types.BuiltinFunctionType) or table is None or get_loop is None:
-        return safe_current_task(current)
-    get = table.get  # Python-level current_task (3.10, 3.11): skip its extra call
-
-    def current_task() -> Any:
-        return get(get_loop())
-
-    current_task.table = table  # type: ignore[attr-defined]
-    current_task.get_loop = get_loop  # type: ignore[attr-defined]
-    return current_task
-
-
-def safe_current_task(current: Callable[[], Any]) -> Callable[[], Any]:
-    """``current()``, or ``None`` outside a task / event loop."""
-
-    def current_task() -> Any:
-        try:
-            return current()
-        except Exception:
-            return None
-
-    return current_task
-
-
-def is_cancellation(error: BaseException) -> bool:
-    """Whether ``error`` is asyncio's ``CancelledError`` or trio's ``Cancelled``."""
-    name = type(error).__name__
-    return name == "CancelledError" or (
-        name == "Cancelled" and type(error).__module__.startswith("trio")
-    )
 
 
 def make_init(original: Any, kind_of: Callable[[type], str]) -> Any:
@@ -148,7 +82,7 @@ def make_acquire(
     tick = core.tick
     perf_counter = time.perf_counter
     every = core.HOLD_SAMPLE_EVERY
-    get_task, get_loop = _task_lookup(current_task)
+    get_task, get_loop = task_lookup(current_task)
 
     contended = _make_contended(original, kind, contended_check, multi, current_task)
 
@@ -208,7 +142,7 @@ def _make_contended(
     """The slow path of :func:`make_acquire` (the lock looked busy)."""
     holds = core.binary_holds
     perf_counter = time.perf_counter
-    get_task, get_loop = _task_lookup(current_task)
+    get_task, get_loop = task_lookup(current_task)
 
     async def contended(self: Any) -> Any:
         """The slow path: time the wait, report it, remember the holder."""
@@ -244,18 +178,6 @@ def _make_contended(
         return result
 
     return contended
-
-
-def _no_loop() -> None:
-    return None
-
-
-def _task_lookup(current_task: Callable[[], Any]) -> tuple[Callable[[Any], Any], Any]:
-    """``(get, get_loop)`` with ``get(get_loop())`` = the current task, as cheap as it gets."""
-    table = getattr(current_task, "table", None)
-    if table is not None:
-        return table.get, current_task.get_loop  # type: ignore[attr-defined]
-    return (lambda _: current_task()), _no_loop
 
 
 def _make_general_acquire(

@@ -19,6 +19,7 @@ from scopewatch import semconv
 from scopewatch._core import frames
 from scopewatch._core import locks as core
 from scopewatch.instrumentation import _lock_wrappers as wrappers
+from scopewatch.instrumentation import _patching
 from scopewatch.telemetry import locks as telemetry
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ SYNCHRONIZATION = "anyio._core._synchronization"
 
 _active = False
 _hooks_registered = False
-_patches = wrappers.Patches()
+_patches = _patching.Patches()
 _patched_modules: set[str] = set()
 
 _KINDS = {
@@ -112,7 +113,7 @@ def _limiter_busy(limiter: Any) -> Any:
 
 def _patch_asyncio_backend(module: ModuleType) -> None:
 
-    current = wrappers.asyncio_current_task()
+    current = _patching.asyncio_current_task()
     lock_kind = semconv.LOCK_KIND_ANYIO_LOCK
     semaphore_kind = semconv.LOCK_KIND_ANYIO_SEMAPHORE
     limiter_kind = semconv.LOCK_KIND_ANYIO_CAPACITY_LIMITER
@@ -216,7 +217,7 @@ def _trio_semaphore_busy(lock: Any) -> Any:
 def _patch_trio_backend(module: ModuleType) -> None:
     import trio
 
-    current = wrappers.safe_current_task(trio.lowlevel.current_task)
+    current = _patching.safe_current_task(trio.lowlevel.current_task)
     for cls_name, kind, busy, multi in (
         ("Lock", semconv.LOCK_KIND_ANYIO_LOCK, _trio_lock_busy, False),
         ("Semaphore", semconv.LOCK_KIND_ANYIO_SEMAPHORE, _trio_semaphore_busy, True),
@@ -251,7 +252,7 @@ def _patch_generic_classes(module: ModuleType) -> None:
 
     Their ``acquire`` calls ``acquire_nowait`` first, which records uncontended holds.
     """
-    current = wrappers.asyncio_current_task()
+    current = _patching.asyncio_current_task()
     for cls_name, kind, busy, multi in (
         ("Lock", semconv.LOCK_KIND_ANYIO_LOCK, _lock_busy, False),
         ("Semaphore", semconv.LOCK_KIND_ANYIO_SEMAPHORE, _semaphore_busy, True),

@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 from scopewatch import semconv
 from scopewatch._core import locks as core
 from scopewatch.instrumentation import _lock_wrappers as wrappers
+from scopewatch.instrumentation import _patching
 from scopewatch.telemetry import locks as telemetry
 
 if TYPE_CHECKING:
     from scopewatch._runtime import Runtime
 
-_patches = wrappers.Patches()
-_current_task = wrappers.asyncio_current_task()
+_patches = _patching.Patches()
+_current_task = _patching.asyncio_current_task()
 _KINDS: tuple[tuple[type, str], ...] = (
     (asyncio.BoundedSemaphore, semconv.LOCK_KIND_ASYNCIO_BOUNDED_SEMAPHORE),
     (asyncio.Semaphore, semconv.LOCK_KIND_ASYNCIO_SEMAPHORE),

@@ -14,7 +14,7 @@ import wrapt
 
 from scopewatch import semconv
 from scopewatch.instrumentation import _session_wrappers as wrappers
-from scopewatch.instrumentation._lock_wrappers import Patches
+from scopewatch.instrumentation._patching import Patches
 from scopewatch.telemetry import sessions as telemetry
 
 if TYPE_CHECKING:

@@ -1,0 +1,88 @@
+"""Patch bookkeeping and task helpers shared by the lock and session instrumentation modules."""
+
+from __future__ import annotations
+
+import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+_MISSING = object()
+
+
+class Patches:
+    """Attributes replaced on classes, restored exactly by :meth:`restore`."""
+
+    def __init__(self) -> None:
+        self._saved: list[tuple[type, str, Any]] = []
+
+    def patch(self, cls: type, name: str, make: Callable[[Any], Any]) -> None:
+        """Replace ``cls.name`` by ``make(original)``; the original may be inherited."""
+        own = cls.__dict__.get(name, _MISSING)
+        self._saved.append((cls, name, own))
+        setattr(cls, name, make(getattr(cls, name)))
+
+    def restore(self) -> None:
+        """Put every original back (or remove the override when it was inherited)."""
+        while self._saved:
+            cls, name, own = self._saved.pop()
+            if own is _MISSING:
+                delattr(cls, name)
+            else:
+                setattr(cls, name, own)
+
+    def __bool__(self) -> bool:
+        return bool(self._saved)
+
+
+def asyncio_current_task() -> Callable[[], Any]:
+    """The fastest ``asyncio.current_task`` returning ``None`` outside a loop or task."""
+    import asyncio
+    from asyncio import events, tasks
+
+    current = asyncio.current_task
+    table = getattr(tasks, "_current_tasks", None)
+    get_loop = getattr(events, "_get_running_loop", None)
+    if isinstance(current, types.BuiltinFunctionType) or table is None or get_loop is None:
+        return safe_current_task(current)
+    get = table.get  # Python-level current_task (3.10, 3.11): skip its extra call
+
+    def current_task() -> Any:
+        return get(get_loop())
+
+    current_task.table = table  # type: ignore[attr-defined]
+    current_task.get_loop = get_loop  # type: ignore[attr-defined]
+    return current_task
+
+
+def safe_current_task(current: Callable[[], Any]) -> Callable[[], Any]:
+    """``current()``, or ``None`` outside a task / event loop."""
+
+    def current_task() -> Any:
+        try:
+            return current()
+        except Exception:
+            return None
+
+    return current_task
+
+
+def is_cancellation(error: BaseException) -> bool:
+    """Whether ``error`` is asyncio's ``CancelledError`` or trio's ``Cancelled``."""
+    name = type(error).__name__
+    return name == "CancelledError" or (
+        name == "Cancelled" and type(error).__module__.startswith("trio")
+    )
+
+
+def no_loop() -> None:
+    return None
+
+
+def task_lookup(current_task: Callable[[], Any]) -> tuple[Callable[[Any], Any], Any]:
+    """``(get, get_loop)`` with ``get(get_loop())`` = the current task, as cheap as it gets."""
+    table = getattr(current_task, "table", None)
+    if table is not None:
+        return table.get, current_task.get_loop  # type: ignore[attr-defined]
+    return (lambda _: current_task()), no_loop
