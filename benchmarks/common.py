@@ -161,6 +161,7 @@ def scopewatch(sdk: Sdk, spans: str, **settings: Any) -> Iterator[None]:
     from scopewatch import ScopeWatchInstrumentor
 
     instrumentor = ScopeWatchInstrumentor()
+    processors = _span_processors(sdk.tracer_provider)
     instrumentor.instrument(
         tracer_provider=sdk.tracer_provider,
         meter_provider=sdk.meter_provider,
@@ -172,6 +173,25 @@ def scopewatch(sdk: Sdk, spans: str, **settings: Any) -> Iterator[None]:
     finally:
         instrumentor.uninstrument()
         sdk.flush()
+        _restore_span_processors(sdk.tracer_provider, processors)
+
+
+def _span_processors(provider: TracerProvider) -> tuple[Any, ...] | None:
+    multi = getattr(provider, "_active_span_processor", None)
+    return getattr(multi, "_span_processors", None)
+
+
+def _restore_span_processors(provider: TracerProvider, processors: tuple[Any, ...] | None) -> None:
+    """Drop the span processors an instrumentation added (the SDK has no public removal).
+
+    ``instrument()`` adds scopewatch's alert-rule processor and ``uninstrument()`` can only make
+    it inert; a deployment instruments once, but a benchmark instruments dozens of times, and
+    every inert processor left behind would tax every later span (the bare SDK span included).
+    """
+    multi = getattr(provider, "_active_span_processor", None)
+    if processors is not None and multi is not None:
+        with multi._lock:
+            multi._span_processors = processors
 
 
 @contextlib.contextmanager
