@@ -422,6 +422,42 @@ def test_interleaved_generators(instrument):
     assert attrs(span)[semconv.ASYNCGEN] == "scoped_numbers"
 
 
+def test_scope_exited_around_a_suspended_generator(instrument):
+    telemetry = instrument()
+
+    async def main() -> BaseException | None:
+        gen = scoped_numbers("s")
+        try:
+            with anyio.CancelScope():  # OUTER
+                await gen.__anext__()  # the generator stays suspended inside its scope
+        except RuntimeError as error:  # anyio refuses to exit OUTER: it is not innermost
+            return error
+        return None
+
+    assert isinstance(asyncio.run(main()), RuntimeError)
+    spans = telemetry.violation_spans(semconv.KIND_NON_LIFO_EXIT)
+    assert [attrs(s)[semconv.VIOLATION_CAUSE] for s in spans] == [semconv.CAUSE_ASYNCGEN_SUSPENDED]
+
+
+def test_all_mode_cross_task_exit_never_detaches_in_the_wrong_task(instrument, caplog):
+    instrument(spans="all")
+
+    async def main() -> None:
+        async def consumer() -> None:
+            async for _ in holds_group():
+                break
+
+        try:
+            await asyncio.create_task(consumer(), name="consumer")
+            gc.collect()
+            await asyncio.sleep(0.02)
+        except asyncio.CancelledError:
+            pass
+
+    asyncio.run(main())
+    assert "Failed to detach context" not in caplog.text
+
+
 def test_each_step_in_a_fresh_task(instrument):
     telemetry = instrument()
 

@@ -39,13 +39,15 @@ def cross_task_cause(record: ScopeRecord, exit_task: Any, exit_frame_ids: set[in
 
 def non_lifo_cause(record: ScopeRecord, innermost: ScopeRecord) -> str:
     """Cause of a ``non_lifo_exit`` of ``record`` while ``innermost`` is still entered above it."""
-    if (
-        record.asyncgen_frame
-        and innermost.asyncgen_frame
-        and record.asyncgen_frame != innermost.asyncgen_frame
-    ):
+    if not innermost.asyncgen_frame or innermost.asyncgen_frame == record.asyncgen_frame:
+        return semconv.CAUSE_EXIT_ORDER
+    if record.asyncgen_frame:
         return semconv.CAUSE_INTERLEAVED_GENERATORS
-    return semconv.CAUSE_EXIT_ORDER
+    if not record.user:
+        # The library's own per-task scope ends under a generator's scope: the step task
+        # finishes while the generator it advanced is suspended inside a scope.
+        return semconv.CAUSE_PER_STEP_TASK
+    return semconv.CAUSE_ASYNCGEN_SUSPENDED
 
 
 def _coro_of(task: Any) -> Any:

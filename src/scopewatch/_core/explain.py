@@ -26,6 +26,10 @@ CAUSE_TEXT: dict[str, str] = {
     semconv.CAUSE_INTERLEAVED_GENERATORS: (
         "two async generators that each yield inside a scope were advanced alternately by one task"
     ),
+    semconv.CAUSE_ASYNCGEN_SUSPENDED: (
+        "an async generator that yields inside a scope was left suspended (not closed, e.g. "
+        "after `break`) and still holds that scope when the code around the loop exits its own"
+    ),
     semconv.CAUSE_EXIT_ORDER: (
         "context managers were closed first-in-first-out (e.g. two exit stacks closed in the "
         "wrong order)"
@@ -39,14 +43,22 @@ CAUSE_TEXT: dict[str, str] = {
 
 HINTS: dict[str, str] = {
     semconv.CAUSE_ASYNCGEN_FINALIZER: (
-        "close the generator in the task that iterates it: "
-        "`async with contextlib.aclosing(gen()) as g: async for x in g: ...`"
+        "close the generator in the task that iterates it, right around the loop: "
+        "`async with scopewatch.remedies.safe_aiter(gen(), close_timeout=5) as it: "
+        "async for x in it: ...` (or `contextlib.aclosing`)"
     ),
     semconv.CAUSE_ASYNCGEN_SHUTDOWN: (
-        "close the generator before the loop ends: wrap its use in `contextlib.aclosing(...)`"
+        "close the generator before the loop ends, in the task that iterates it: "
+        "`async with scopewatch.remedies.safe_aiter(gen()) as it: ...`"
+    ),
+    semconv.CAUSE_ASYNCGEN_SUSPENDED: (
+        "close the generator before leaving the enclosing scope: "
+        "`async with scopewatch.remedies.safe_aiter(gen()) as it: async for x in it: ...`"
     ),
     semconv.CAUSE_PER_STEP_TASK: (
-        "drive the generator from one owner task and hand items over a queue/memory stream"
+        "drive the generator from one owner task: `stream = scopewatch.remedies."
+        "OwnedGenerator(gen())` keeps `ensure_future(anext(stream))` working "
+        "(anyio: `AnyioOwnedGenerator(gen(), task_group)`)"
     ),
     semconv.CAUSE_INTERLEAVED_GENERATORS: (
         "do not yield inside a cancel scope/task group from a generator; run the generator "
@@ -54,8 +66,13 @@ HINTS: dict[str, str] = {
     ),
     semconv.CAUSE_EXIT_ORDER: "close context managers / exit stacks in reverse order of entry",
     semconv.CAUSE_OTHER_TASK: (
-        "keep a client's whole lifetime (enter and close) in one task, e.g. a dedicated "
-        "owner task that the others talk to"
+        "keep the client's whole lifetime in one owner task: `owned = await scopewatch."
+        "remedies.hold_in_task(client)`, then `await owned.aclose()` from any task "
+        "(anyio: `await anyio_hold_in_task(client, task_group)`)"
+    ),
+    semconv.CAUSE_TASK_FINISHED: (
+        "exit the scope before its task ends (`with`/`async with`); to keep a client open "
+        "beyond the task that opened it use `scopewatch.remedies.hold_in_task(client)`"
     ),
     semconv.KIND_CANCEL_SWALLOWED: (
         "re-raise CancelledError after cleanup, or call task.uncancel() if you really mean to "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -57,6 +58,13 @@ def code_attributes(record: ScopeRecord) -> dict[str, Any]:
         semconv.CODE_FILE: code.co_filename,
         semconv.CODE_LINE: line,
     }
+
+
+def _current_task() -> Any:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
 
 
 class ScopeTelemetry:
@@ -145,9 +153,9 @@ class ScopeTelemetry:
         if token is None:
             return
         record.context_token = None
-        # Only reset the context we attached, in the context it was attached in: a token reset
-        # from another task or out of order would raise or corrupt the current context.
-        if context.get_current() is record.attached_context:
+        # Only reset the context we attached, in the task and context it was attached in: a
+        # token reset from another task or out of order would raise or corrupt the context.
+        if _current_task() is record.task and context.get_current() is record.attached_context:
             context.detach(token)
 
     def _base_attributes(self, record: ScopeRecord) -> dict[str, Any]:
