@@ -1,9 +1,10 @@
 """Lock facts -> ``scopewatch.lock.*`` metrics and ``scopewatch.lock.held_at_end`` events.
 
 Cost design: an uncontended acquisition makes no SDK call at all. Contentions are counted in a
-local dict reported by an ``ObservableCounter`` at collection time; wait durations (contended
-acquisitions only) and hold durations (every contended hold plus one uncontended hold in
-``HOLD_SAMPLE_EVERY``) are appended to the runtime's ``DeferredHistogram`` buffers.
+local dict reported by an ``ObservableCounter`` at collection time. Wait durations (contended
+acquisitions only: one measurement each) and hold durations (one hold in ``HOLD_SAMPLE_EVERY``,
+plus every hold of at least ``LONG_HOLD`` seconds that followed a contended acquisition) are
+appended to the runtime's ``DeferredHistogram`` buffers, replayed into the SDK at collection.
 """
 
 from __future__ import annotations
