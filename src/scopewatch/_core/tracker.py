@@ -158,6 +158,13 @@ class ScopeTracker:
 
     # --- cancel -----------------------------------------------------------------------------
 
+    def records_of(self, task: Any) -> list[ScopeRecord]:
+        """The scopes ``task`` has entered and not yet exited, outermost first."""
+        entry = self._by_task.get(id(task))
+        if entry is None or entry.task_ref() is not task:
+            return []
+        return list(entry.records)
+
     def record_of(self, obj: object) -> ScopeRecord | None:
         """The record of an entered scope, or ``None``."""
         record = self._by_scope.get(id(obj))

@@ -156,12 +156,9 @@ def _tracker_deadline(task: Any) -> bool:
     tracker = runtime.extras.get("scopes") if runtime is not None else None
     if tracker is None:
         return False
-    entry = getattr(tracker, "_by_task", {}).get(id(task))
-    if entry is None or entry.task_ref() is not task:
-        return False
     return any(
         record.cancel is not None and record.cancel.origin == semconv.ORIGIN_DEADLINE
-        for record in entry.records
+        for record in tracker.records_of(task)
     )
 
 
