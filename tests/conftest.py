@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import hypothesis  # noqa: F401 - see below
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -18,6 +19,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from scopewatch import ScopeWatchInstrumentor, semconv
+
+# hypothesis' pytest plugin imports hypothesis at session end when no test did; under pytest's
+# assertion rewriting that deep import trips a CPython 3.11.7 AST bug ("AST constructor
+# recursion depth mismatch"). Importing it here, at a shallow stack, avoids it.
 
 for _variable in [name for name in os.environ if name.startswith("OTEL_PYTHON_SCOPEWATCH_")]:
     del os.environ[_variable]  # a developer's own settings must not change test results
