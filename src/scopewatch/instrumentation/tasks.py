@@ -45,6 +45,7 @@ _live = False
 _originals: list[tuple[Any, str, Any]] = []
 _cells: list[tuple[Any, Any]] = []
 _ABSENT: Any = object()
+_hooked: set[str] = set()
 
 
 class Task(asyncio.Task):  # type: ignore[type-arg]
@@ -136,7 +137,8 @@ def install(runtime: Runtime) -> None:
     for name, hook in (("uvloop", _patch_uvloop), ("anyio", _anyio_is_library)):
         if name in sys.modules:
             hook(sys.modules[name])
-        else:
+        elif name not in _hooked:  # once per process: the hooks are inert while not installed
+            _hooked.add(name)
             wrapt.register_post_import_hook(hook, name)
 
 
