@@ -92,7 +92,8 @@ def test_a_factory_set_after_instrumenting_keeps_working(instrument):
             tg.start_soon(work, 1, name="anyio-child")
 
     asyncio.run(main())
-    assert calls.count("work") == 1 and "sleep" in calls  # the factory made those tasks
+    # the factory made those tasks (anyio >= 4.14 runs the child in TaskHandle._run_coro)
+    assert calls.count("work") + calls.count("TaskHandle._run_coro") == 2 and "sleep" in calls
     names = task_names(telemetry)
     assert {"custom", "custom-victim", "anyio-child"} <= set(names)
     (victim,) = [s for s in telemetry.spans() if attrs(s).get(semconv.TASK_NAME) == "custom-victim"]

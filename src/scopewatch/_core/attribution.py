@@ -33,6 +33,9 @@ class Lookups(Protocol):
     def scope_of(self, obj: object) -> ScopeRecord | None:
         """The record of an entered scope."""
 
+    def scope_cancel(self, obj: object) -> tuple[str, CancelInfo] | None:
+        """``(scope kind, who cancelled it)`` for a cancelled scope, even one already exited."""
+
     def span_now(self) -> Any:
         """The calling code's recording span context."""
 
@@ -127,21 +130,25 @@ def _sibling_failed(lookups: Lookups, child: Any, location: str) -> CancelInfo:
 
 
 def _anyio(lookups: Lookups, call: cancels.CancelCall, reason: str, location: str) -> CancelInfo:
-    scope = lookups.scope_of(call.local(cancels.ANYIO_DELIVER, "origin"))
-    source = scope.cancel if scope is not None else None
+    origin = call.local(cancels.ANYIO_DELIVER, "origin")
+    if origin is None:  # anyio < 4.x delivers without naming the origin: the outermost scope
+        origin = call.local(cancels.ANYIO_DELIVER, "self", outermost=True)
     child = call.local(cancels.ANYIO_CHILD_DONE, "_task")
     if child is not None:
         return _sibling_failed(lookups, child, location)
-    if source is None:
+    found = lookups.scope_cancel(origin) if origin is not None else None
+    if found is None:
+        scope = lookups.scope_of(origin)
         where = frames.location(scope.frames) if scope is not None else location
         return CancelInfo(semconv.ORIGIN_PARENT, "", where, reason)
-    origin = (
+    kind, source = found
+    derived = (
         semconv.ORIGIN_DEADLINE
         if source.origin == semconv.ORIGIN_DEADLINE
         else semconv.ORIGIN_PARENT
     )
-    why = source.reason or (f"{scope.kind} was cancelled" if scope is not None else reason)
-    return CancelInfo(origin, source.task, source.location, why, source.span_context)
+    why = source.reason or f"{kind} was cancelled"
+    return CancelInfo(derived, source.task, source.location, why, source.span_context)
 
 
 def swallowed(record: TaskRecord, task: Any) -> Violation:

@@ -90,16 +90,19 @@ class CancelCall:
         """The innermost role, or ``""``."""
         return self.roles[0][0] if self.roles else ""
 
-    def frame_of(self, role: str) -> FrameType | None:
-        """The innermost frame playing ``role``."""
+    def frame_of(self, role: str, outermost: bool = False) -> FrameType | None:
+        """The innermost (or outermost) frame playing ``role``."""
+        found_frame = None
         for found, frame in self.roles:
             if found == role:
-                return frame
-        return None
+                if not outermost:
+                    return frame
+                found_frame = frame
+        return found_frame
 
-    def local(self, role: str, name: str) -> Any:
+    def local(self, role: str, name: str, outermost: bool = False) -> Any:
         """A local variable of the frame playing ``role`` (a library frame), or ``None``."""
-        frame = self.frame_of(role)
+        frame = self.frame_of(role, outermost)
         if frame is None:
             return None
         try:

@@ -160,12 +160,14 @@ class TaskTracker:
         max_tracked: int,
         exclude: tuple[str, ...],
         scope_lookup: Callable[[object], ScopeRecord | None] | None = None,
+        cancel_lookup: Callable[[object], tuple[str, CancelInfo] | None] | None = None,
     ) -> None:
         self.sink = sink
         self.stack_depth = stack_depth
         self.max_tracked = max_tracked
         self.exclude = exclude
         self.scope_lookup = scope_lookup
+        self.cancel_lookup = cancel_lookup
         self.active = 0
         """Tracked tasks not yet done (``scopewatch.task.active``)."""
         self.on_error: Callable[[Exception], None] = _raise
@@ -320,6 +322,12 @@ class TaskTracker:
         if obj is None or self.scope_lookup is None:
             return None
         return self.scope_lookup(obj)
+
+    def scope_cancel(self, obj: object) -> tuple[str, CancelInfo] | None:
+        """``(scope kind, who cancelled it)`` for a cancelled scope, even one already exited."""
+        if self.cancel_lookup is None:
+            return None
+        return self.cancel_lookup(obj)
 
     def span_now(self) -> Any:
         """The calling code's recording span context (for a link), or ``None``."""

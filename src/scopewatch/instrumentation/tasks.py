@@ -28,7 +28,7 @@ from scopewatch.telemetry.tasks import TaskTelemetry
 if TYPE_CHECKING:
     from types import ModuleType
 
-    from scopewatch._core.records import ScopeRecord
+    from scopewatch._core.records import CancelInfo, ScopeRecord
     from scopewatch._runtime import Runtime
 
 PART = Part("task instrumentation")
@@ -115,7 +115,12 @@ def install(runtime: Runtime) -> None:
     telemetry = TaskTelemetry(runtime)
     settings = runtime.settings
     tracker = TaskTracker(
-        telemetry, settings.stack_depth, settings.max_tracked, settings.exclude, _scope_record
+        telemetry,
+        settings.stack_depth,
+        settings.max_tracked,
+        settings.exclude,
+        _scope_record,
+        _scope_cancel,
     )
     tracker.on_error = PART.fail
     _telemetry, _tracker, _live = telemetry, tracker, telemetry.live_spans
@@ -173,6 +178,12 @@ def _patch(owner: Any, name: str, replacement: Any) -> None:
 def _scope_record(obj: object) -> ScopeRecord | None:
     scopes = _scope_state.tracker
     return scopes.record_of(obj) if scopes is not None else None
+
+
+def _scope_cancel(obj: object) -> tuple[str, CancelInfo] | None:
+    scopes = _scope_state.tracker
+    cancel_of = getattr(scopes, "cancel_of", None) or getattr(scopes, "_cancel_of", None)
+    return cancel_of(obj) if cancel_of is not None else None  # type: ignore[no-any-return]
 
 
 def _anyio_is_library(module: ModuleType) -> None:
