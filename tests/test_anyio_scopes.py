@@ -6,7 +6,7 @@ import asyncio
 import gc
 import sys
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from importlib.metadata import version
 
 import anyio
@@ -372,6 +372,32 @@ def test_exit_stack_closed_from_another_task(instrument):
     assert a[semconv.CODE_FUNCTION].endswith("connect")  # "Client.connect" from 3.11 (co_qualname)
     if sys.version_info >= (3, 11):
         assert "'connector'" in error.__notes__[0] and "'closer'" in error.__notes__[0]
+
+
+def test_asynccontextmanager_closed_from_another_task_is_other_task(instrument):
+    telemetry = instrument()
+
+    @asynccontextmanager
+    async def connection() -> AsyncIterator[None]:
+        async with anyio.create_task_group():
+            yield
+
+    async def main() -> None:
+        stack = AsyncExitStack()
+
+        async def connect() -> None:
+            await stack.enter_async_context(connection())
+
+        await asyncio.create_task(connect(), name="opener")
+        try:
+            await asyncio.create_task(stack.aclose(), name="closer")
+        except (RuntimeError, BaseExceptionGroup):
+            pass
+
+    asyncio.run(main())
+    (span,) = telemetry.violation_spans(semconv.KIND_CROSS_TASK_EXIT)
+    assert attrs(span)[semconv.VIOLATION_CAUSE] == semconv.CAUSE_OTHER_TASK
+    assert attrs(span)[semconv.ASYNCGEN].endswith("connection")
 
 
 def test_exit_stacks_closed_first_in_first_out(instrument):

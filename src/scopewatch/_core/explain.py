@@ -81,7 +81,7 @@ HINTS: dict[str, str] = {
     semconv.KIND_SCOPE_LEAKED: "enter scopes with `with`/`async with` so they are always exited",
 }
 
-_KIND_TEXT: dict[str, str] = {
+KIND_TEXT: dict[str, str] = {
     semconv.KIND_CROSS_TASK_EXIT: "exited in a different task than the one that entered it",
     semconv.KIND_NON_LIFO_EXIT: "exited while it was not the task's innermost scope",
     semconv.KIND_SCOPE_LEAKED: "was never exited",
@@ -99,7 +99,7 @@ def explain(violation: Violation) -> str:
     subject = "cancellation" if violation.kind == semconv.KIND_CANCEL_SWALLOWED else "scope"
     lines = [
         f"scopewatch: {violation.kind} ({violation.cause}): this {violation.scope_kind} {subject} "
-        f"{_KIND_TEXT.get(violation.kind, violation.kind)}.",
+        f"{KIND_TEXT.get(violation.kind, violation.kind)}.",
     ]
     entered = frames.location(violation.enter_frames) or "an unknown location"
     lines.append(f"  entered in task {violation.enter_task!r} at {entered}")

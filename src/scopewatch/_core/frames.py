@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import inspect
 import os
 from types import CodeType, FrameType
@@ -23,7 +24,19 @@ _INTERNAL_PREFIXES: list[str] = [
     _package_dir(asyncio.__file__),
     _package_dir(os.path.dirname(os.path.abspath(__file__))),  # the scopewatch package
 ]
-_INTERNAL_FILES: set[str] = {os.path.abspath(contextlib.__file__)}
+_INTERNAL_PREFIXES += [  # OpenTelemetry (a namespace package), e.g. its asyncio instrumentation
+    os.path.join(os.path.abspath(location), "")
+    for location in getattr(
+        importlib.util.find_spec("opentelemetry"), "submodule_search_locations", None
+    )
+    or ()
+]
+_USER_PREFIXES: tuple[str, ...] = (
+    _package_dir(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "x")),
+)
+"""Inside scopewatch but user code: the bundled example programs."""
+_CONTEXTLIB_FILE = os.path.abspath(contextlib.__file__)
+_INTERNAL_FILES: set[str] = {_CONTEXTLIB_FILE}
 _code_info: dict[int, tuple[CodeType, bool, dict[int, int]]] = {}
 """``id(code)`` -> ``(code, internal, {f_lasti: line})``. Keyed by ``id()`` because hashing a
 code object hashes its constants and bytecode on every lookup (~150 ns for a large function);
@@ -53,7 +66,7 @@ def _classify(code: CodeType) -> tuple[CodeType, bool, dict[int, int]]:
         filename in _INTERNAL_FILES
         or filename.startswith(tuple(_INTERNAL_PREFIXES))
         or filename.startswith("<frozen ")
-    )
+    ) and not filename.startswith(_USER_PREFIXES)
     info: tuple[CodeType, bool, dict[int, int]] = (code, internal, {})
     _code_info[id(code)] = info
     return info
@@ -96,11 +109,23 @@ def capture(frame: FrameType | None, depth: int) -> tuple[Frames, str, int]:
 
 
 def frame_ids(frame: FrameType | None) -> set[int]:
-    """``id()`` of every frame from ``frame`` outwards (bounded), to find a generator frame."""
+    """``id()`` of the frames from ``frame`` outwards (bounded), to find a generator frame.
+
+    An async generator driven by ``contextlib`` (an ``@asynccontextmanager``) is left out: its
+    exit in another task is a context manager closed elsewhere, not a generator step.
+    """
     ids: set[int] = set()
-    while frame is not None and len(ids) < _WALK_LIMIT:
-        ids.add(id(frame))
-        frame = frame.f_back
+    for _ in range(_WALK_LIMIT):
+        if frame is None:
+            break
+        caller = frame.f_back
+        if not (
+            frame.f_code.co_flags & _ASYNC_GENERATOR
+            and caller is not None
+            and caller.f_code.co_filename == _CONTEXTLIB_FILE
+        ):
+            ids.add(id(frame))
+        frame = caller
     return ids
 
 

@@ -12,8 +12,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from scopewatch import semconv
-from scopewatch._core.explain import _KIND_TEXT as KIND_TEXT
-from scopewatch._core.explain import CAUSE_TEXT, HINTS
+from scopewatch._core.explain import CAUSE_TEXT, HINTS, KIND_TEXT
 
 if TYPE_CHECKING:
     from scopewatch.report.model import Point, Span
