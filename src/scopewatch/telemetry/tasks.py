@@ -123,7 +123,11 @@ class TaskTelemetry:
         context.detach(token)  # type: ignore[arg-type]
 
     def discard(self, record: TaskRecord) -> None:
-        """The task could not be created: end its span unexported-looking (no attributes)."""
+        """The task was not created (or tracked itself): end the span started for it.
+
+        Rare (construction raised, or a user factory built scopewatch's eager task, which
+        tracks itself); the span is exported without task attributes.
+        """
         self._detach_in_task_context(record)
         span = record.span
         if span is not None:
