@@ -38,6 +38,18 @@ CAUSE_TEXT: dict[str, str] = {
         "a stored context manager / exit stack was closed from another task than the one "
         "that entered it"
     ),
+    semconv.CAUSE_TASK_FINISHED: "the task that entered the scope finished without exiting it",
+    semconv.CAUSE_LOOP_CLOSED: (
+        "the event loop closed while the task that entered the scope was still pending"
+    ),
+    semconv.CAUSE_CANCEL_CAUGHT: (
+        "the task caught the CancelledError (`except CancelledError`/`BaseException`, "
+        "`suppress`) and returned normally"
+    ),
+    semconv.CAUSE_TIMEOUT_CONVERTED: (
+        "the cancellation was still pending when an asyncio.timeout expired; asyncio cannot "
+        "tell the two requests apart and raised one TimeoutError"
+    ),
     semconv.CAUSE_UNKNOWN: "the cause could not be determined",
 }
 
@@ -74,6 +86,11 @@ HINTS: dict[str, str] = {
         "exit the scope before its task ends (`with`/`async with`); to keep a client open "
         "beyond the task that opened it use `scopewatch.remedies.hold_in_task(client)`"
     ),
+    semconv.CAUSE_TIMEOUT_CONVERTED: (
+        "after `except TimeoutError`, re-raise CancelledError if "
+        "`asyncio.current_task().cancelling()` is non-zero; do not cancel a task from its own "
+        "code path right before a timeout"
+    ),
     semconv.KIND_CANCEL_SWALLOWED: (
         "re-raise CancelledError after cleanup, or call task.uncancel() if you really mean to "
         "swallow it"
@@ -96,16 +113,18 @@ def hint(violation: Violation) -> str:
 
 def explain(violation: Violation) -> str:
     """A multi-line explanation naming both tasks, both locations, the generator and the cause."""
-    subject = "cancellation" if violation.kind == semconv.KIND_CANCEL_SWALLOWED else "scope"
+    subject = "task's cancellation" if violation.kind == semconv.KIND_CANCEL_SWALLOWED else "scope"
     lines = [
         f"scopewatch: {violation.kind} ({violation.cause}): this {violation.scope_kind} {subject} "
         f"{KIND_TEXT.get(violation.kind, violation.kind)}.",
     ]
+    swallowed = violation.kind == semconv.KIND_CANCEL_SWALLOWED
+    first, second = ("delivered to", "requested by") if swallowed else ("entered in", "exited in")
     entered = frames.location(violation.enter_frames) or "an unknown location"
-    lines.append(f"  entered in task {violation.enter_task!r} at {entered}")
+    lines.append(f"  {first} task {violation.enter_task!r} at {entered}")
     if violation.exit_task or violation.exit_frames:
         exited = frames.location(violation.exit_frames) or "an unknown location"
-        lines.append(f"  exited in task {violation.exit_task!r} at {exited}")
+        lines.append(f"  {second} task {violation.exit_task!r} at {exited}")
     if violation.asyncgen:
         lines.append(f"  inside async generator {violation.asyncgen}")
     if violation.cause != semconv.CAUSE_UNKNOWN:

@@ -36,6 +36,8 @@ _USER_PREFIXES: tuple[str, ...] = (
 )
 """Inside scopewatch but user code: the bundled example programs."""
 _CONTEXTLIB_FILE = os.path.abspath(contextlib.__file__)
+_LOOP_CALLBACK = asyncio.events.Handle._run.__code__
+"""Where the event loop runs a task step: frames below it called ``asyncio.run``, not the task."""
 _INTERNAL_FILES: set[str] = {_CONTEXTLIB_FILE}
 _code_info: dict[int, tuple[CodeType, bool, dict[int, int]]] = {}
 """``id(code)`` -> ``(code, internal, {f_lasti: line})``. Keyed by ``id()`` because hashing a
@@ -89,6 +91,8 @@ def capture(frame: FrameType | None, depth: int) -> tuple[Frames, str, int]:
         if frame is None:
             break
         code = frame.f_code
+        if code is _LOOP_CALLBACK:
+            break
         info = infos.get(id(code))
         if info is None or info[0] is not code:
             info = _classify(code)

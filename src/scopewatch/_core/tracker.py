@@ -194,7 +194,8 @@ class ScopeTracker:
             del self._exited_cancels[next(iter(self._exited_cancels))]
         self._exited_cancels[id(obj)] = (obj, info)
 
-    def _cancel_of(self, obj: object) -> tuple[str, CancelInfo] | None:
+    def cancel_of(self, obj: object) -> tuple[str, CancelInfo] | None:
+        """The kind and cancel request of a scope, entered or recently exited, if any."""
         record = self.record_of(obj)
         if record is not None:
             return (record.kind, record.cancel) if record.cancel is not None else None
@@ -213,7 +214,7 @@ class ScopeTracker:
         if record.cancel is not None:
             return
         for parent in parents:
-            found = self._cancel_of(parent)
+            found = self.cancel_of(parent)
             if found is not None:
                 kind, source = found
                 record.cancel = CancelInfo(

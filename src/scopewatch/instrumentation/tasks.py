@@ -182,8 +182,7 @@ def _scope_record(obj: object) -> ScopeRecord | None:
 
 def _scope_cancel(obj: object) -> tuple[str, CancelInfo] | None:
     scopes = _scope_state.tracker
-    cancel_of = getattr(scopes, "cancel_of", None) or getattr(scopes, "_cancel_of", None)
-    return cancel_of(obj) if cancel_of is not None else None  # type: ignore[no-any-return]
+    return scopes.cancel_of(obj) if scopes is not None else None
 
 
 def _anyio_is_library(module: ModuleType) -> None:
