@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 
 from benchmarks import common
+from scopewatch import semconv
 
 WORKLOADS = (
     "anyio.move_on_after",
@@ -128,6 +129,31 @@ def _workloads(tracer: Any, manual: bool) -> dict[str, Callable[[int], Awaitable
     return workloads
 
 
+async def _floor_parts(histogram: Any, n: int) -> dict[str, float]:
+    """Per-scope costs scopewatch cannot avoid by design, measured at a workload's depth.
+
+    One SDK histogram record (``scopewatch.scope.duration``, replayed at collection) and one
+    ``frames.capture`` of ``STACK_DEPTH`` (8) user frames from this very stack.
+    """
+    from scopewatch._core import frames
+
+    frame = sys._getframe()
+    capture = frames.capture
+    clock = common.clock
+    capture(frame, 8)
+    start = clock()
+    for _ in range(n):
+        capture(frame, 8)
+    captured = clock() - start
+    attributes = {semconv.SCOPE_KIND: HEADLINE, semconv.SCOPE_OUTCOME: semconv.OUTCOME_OK}
+    record = histogram.record
+    start = clock()
+    for index in range(n):
+        record(index * 1e-7, attributes)
+    recorded = clock() - start
+    return {"capture": common.per_op_ns(captured, n), "record": common.per_op_ns(recorded, n)}
+
+
 def _sdk_span_seconds(tracer: Any, n: int) -> float:
     start_span = tracer.start_span
     clock = common.clock
@@ -143,6 +169,11 @@ def run(quick: bool = False) -> dict[str, Any]:
     rounds = 3 if quick else 9
     sdk = common.Sdk()
     tracer = sdk.tracer_provider.get_tracer("benchmarks")
+    histogram = sdk.meter_provider.get_meter("benchmarks").create_histogram(
+        "benchmarks.scope.duration",
+        unit="s",
+        explicit_bucket_boundaries_advisory=list(semconv.SECONDS_BUCKETS),
+    )
     variants = {
         "bare": common.nothing,
         "anomalies": lambda: common.scopewatch(sdk, "anomalies"),
@@ -159,6 +190,8 @@ def run(quick: bool = False) -> dict[str, Any]:
                 await workload(max(10, count // 20))  # warm caches (frame cache, attributes)
                 common.flush_deferred()
                 timings[name] = common.per_op_ns(await workload(count), count)
+            if variant == "bare":
+                timings.update(await _floor_parts(histogram, count))
             return timings
 
         timings = asyncio.run(main())
@@ -222,6 +255,31 @@ def run(quick: bool = False) -> dict[str, Any]:
     figures.append(
         common.figure("one bare SDK span (start+end)", common.median(span_ns), unit="ns")
     )
+    record_ns = per_workload["record"]["bare"]
+    capture_ns = per_workload["capture"]["bare"]
+    figures.append(
+        common.figure(
+            "one SDK histogram record (replayed per scope)", common.median(record_ns), unit="ns"
+        )
+    )
+    figures.append(
+        common.figure(
+            "frames.capture, 8 user frames, this stack", common.median(capture_ns), unit="ns"
+        )
+    )
+    headline = per_workload[HEADLINE]["bare"]
+    floor = [
+        (bare + record + capture) / bare
+        for bare, record, capture in zip(headline, record_ns, capture_ns, strict=True)
+    ]
+    figures.append(
+        common.figure(
+            f"{HEADLINE} floor (bare + record + capture)/bare",
+            common.median(floor),
+            note="the least anomalies/bare can be while every scope is one histogram measurement "
+            "and keeps 8 frames, before any wrapper or bookkeeping cost",
+        )
+    )
     return common.result(
         "scopes",
         figures,
@@ -232,6 +290,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             "sdk_span_ns": common.median(span_ns),
             "samples_ns": per_workload,
             "spans_exported": sdk.exporter.exported,
+            "record_ns": common.median(record_ns),
+            "capture_ns": common.median(capture_ns),
         },
         notes=[
             f"scopes: {count} enter+exit per sample, {rounds} interleaved rounds "
