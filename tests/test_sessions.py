@@ -145,7 +145,8 @@ def test_close_from_another_task_is_reported(instrument: Any) -> None:
     assert event.attributes[semconv.VIOLATION_CAUSE] == semconv.CAUSE_OTHER_TASK
     assert event.attributes[semconv.ENTER_TASK] == "opener"
     assert event.attributes[semconv.EXIT_TASK] == "closer"
-    assert "test_close_from_another_task_is_reported" in event.attributes[semconv.CODE_STACKTRACE]
+    stack = event.attributes[semconv.CODE_STACKTRACE]
+    assert __file__ in stack and "in " in stack and "opener" in stack  # 3.10: co_name only
 
 
 def _violation(enter_task: str, exit_task: str) -> Violation:
