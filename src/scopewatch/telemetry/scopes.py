@@ -100,12 +100,13 @@ class ScopeTelemetry:
     def exited(self, record: ScopeRecord, facts: ExitFacts) -> None:
         """Record the duration; end or create the span if this scope deserves one."""
         duration = time.perf_counter() - record.start
-        key = (record.kind, facts.outcome)
-        attributes = self._duration_attributes.get(key)
-        if attributes is None:
-            attributes = {semconv.SCOPE_KIND: record.kind, semconv.SCOPE_OUTCOME: facts.outcome}
-            self._duration_attributes[key] = attributes
-        self._instruments.scope_duration.record(duration, attributes)
+        if record.user:  # anyio's own scopes are not the user's: keep them out of the metric
+            key = (record.kind, facts.outcome)
+            attributes = self._duration_attributes.get(key)
+            if attributes is None:
+                attributes = {semconv.SCOPE_KIND: record.kind, semconv.SCOPE_OUTCOME: facts.outcome}
+                self._duration_attributes[key] = attributes
+            self._instruments.scope_duration.record(duration, attributes)
         if record.context_token is not None:
             self._detach(record)
         violated = bool(record.violations)
