@@ -176,7 +176,7 @@ def _markdown_document(results: list[dict[str, Any]], machine: dict[str, Any], q
         + (" --quick (counts too small to mean anything)" if quick else "")
         + ". Every figure is a ratio measured in one run with the variants interleaved "
         "round by round (median of the per-round ratios); a MISS is information, not a "
-        "failure. See benchmarks/README section in the project README for the method.\n\n"
+        "failure. The method is described in the Benchmarks section of the project README.\n\n"
     )
     return title + intro + common.format_markdown(results, machine)
 
