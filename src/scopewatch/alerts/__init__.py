@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -52,6 +53,8 @@ _lock = threading.Lock()
 _api_rules: dict[str, Rule] = {}
 _configured: list[Rule] = []
 _processor: AlertProcessor | None = None
+_by_provider: weakref.WeakKeyDictionary[object, AlertProcessor] = weakref.WeakKeyDictionary()
+"""One processor per tracer provider: the SDK cannot remove one, so re-instrumenting reuses it."""
 
 
 def _effective() -> list[Rule]:
@@ -136,7 +139,13 @@ def install(runtime: Runtime) -> None:
         if _processor is not None:  # never two live processors
             _processor.deactivate()
         _configured[:] = configured
+        processor = _by_provider.get(provider)
+        if processor is not None:  # an earlier instrument() on this provider: reuse its processor
+            processor.reactivate(runtime, _effective())
+            _processor = processor
+            return
         processor = AlertProcessor(runtime, _effective())
+        _by_provider[provider] = processor
         _processor = processor
     provider.add_span_processor(processor)
 

@@ -102,6 +102,13 @@ class AlertProcessor(SpanProcessor):
         """Evaluate nothing from now on."""
         self.active = False
 
+    def reactivate(self, runtime: Runtime, rules: Sequence[Rule]) -> None:
+        """Serve a new ``instrument()`` on the same tracer provider (not added twice)."""
+        self._runtime = runtime
+        self._part = _safety.Part("alert rule evaluation")
+        self.set_rules(rules)
+        self.active = True
+
     @staticmethod
     def _rule_failed(rule: Rule, error: Exception) -> None:
         _safety.Part(f"alert rule {rule.name!r}").fail(error)

@@ -3,8 +3,9 @@
 One SDK ``histogram.record`` costs several microseconds, more than a whole cancel scope. So hot
 paths append ``(value, attributes)`` to a :class:`DeferredHistogram` buffer (a list append) and
 the buffer is replayed into the real instrument when a metric reader collects: the observable
-``scopewatch.task.active`` callback runs every registered flusher first. A buffer that grows past
-``FLUSH_AT`` entries is flushed where it is filled, so memory stays bounded without a reader.
+``scopewatch.task.active`` callback runs every registered flusher first. Past ``FLUSH_AT``
+entries, every new measurement replays ``FLUSH_CHUNK`` old ones where it is recorded, so memory
+stays bounded without a reader and no call stalls for long.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
     Attributes = Mapping[str, AttributeValue]
 
 FLUSH_AT = 8192
+FLUSH_CHUNK = 64
+"""Past ``FLUSH_AT`` entries, each new measurement replays this many where it is recorded: the
+buffer stays bounded without a reader, and no single call stalls the event loop for long."""
 
 
 class DeferredHistogram:
@@ -42,7 +46,15 @@ class DeferredHistogram:
         pending = self._pending
         pending.append((value, attributes))
         if len(pending) >= FLUSH_AT:
-            self.flush()
+            self._flush_oldest(FLUSH_CHUNK)
+
+    def _flush_oldest(self, count: int) -> None:
+        with self._lock:
+            chunk = self._pending[:count]
+            del self._pending[:count]
+        record = self._histogram.record
+        for value, attributes in chunk:
+            record(value, attributes)
 
     def flush(self) -> None:
         """Record every buffered measurement into the SDK instrument."""
