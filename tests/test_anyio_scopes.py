@@ -305,6 +305,21 @@ def test_abandoned_generator_closed_by_finalizer_is_explained(instrument):
     }
 
 
+def test_scope_entered_by_hand_leaks_at_loop_close_with_the_scopes_feature_alone(instrument):
+    telemetry = instrument(instrument="scopes")
+
+    async def main() -> None:
+        async def opens() -> None:
+            anyio.CancelScope().__enter__()  # never exited
+
+        await asyncio.create_task(opens(), name="opener")
+
+    asyncio.run(main())
+    (span,) = telemetry.violation_spans(semconv.KIND_SCOPE_LEAKED)
+    assert attrs(span)[semconv.ENTER_TASK] == "opener"
+    assert attrs(span)[semconv.CODE_FUNCTION].endswith("opens")
+
+
 def test_explicit_aclose_from_another_task_is_not_blamed_on_the_finalizer(instrument):
     telemetry = instrument()
 

@@ -29,6 +29,7 @@ def patched_targets() -> dict[str, object]:
         "anyio.cancel": anyio_backend.CancelScope.__dict__["cancel"],
         "anyio.create": anyio_backend.AsyncIOBackend.__dict__["create_cancel_scope"],
         "loop.finalizer": asyncio.base_events.BaseEventLoop.__dict__["_asyncgen_finalizer_hook"],
+        "loop.close": asyncio.base_events.BaseEventLoop.__dict__["close"],
     }
     if sys.version_info >= (3, 11):
         for cls in (asyncio.timeouts.Timeout, asyncio.TaskGroup):

@@ -398,8 +398,8 @@ def _loop_closing(loop: Any) -> None:
     if tracker is not None:
         tracker.loop_closing(loop)
     scopes = _scope_state.tracker
-    if scopes is not None:
-        scopes.close_loop(loop)
+    if scopes is not None and not isinstance(loop, asyncio.base_events.BaseEventLoop):
+        scopes.close_loop(loop)  # BaseEventLoop's own close hook (loop_hooks) does it otherwise
 
 
 def _patch_uvloop(module: ModuleType) -> None:

@@ -1,0 +1,59 @@
+"""Event loop hooks of the scopes feature: the async generator finalizer and loop close.
+
+- ``_asyncgen_finalizer_hook``: the generator frames it hands to ``aclose()`` tell an
+  ``asyncgen_finalizer`` exit from an explicit ``aclose()`` run in another task. The hook is read
+  by ``run_forever`` when a loop starts, so loops started after instrumenting are watched; for a
+  loop already running, every ``aclose()`` task counts as the finalizer's.
+- ``close``: scopes still entered when their loop closes are reported as ``scope_leaked``.
+"""
+
+from __future__ import annotations
+
+import asyncio.base_events
+from typing import Any
+
+from scopewatch._core import asyncgens
+from scopewatch.instrumentation import _scope_state as state
+
+_LOOP_CLASS = asyncio.base_events.BaseEventLoop
+_originals: dict[str, Any] = {}
+
+
+def install(runtime: Any) -> None:
+    """Wrap ``BaseEventLoop._asyncgen_finalizer_hook`` and ``BaseEventLoop.close``."""
+    del runtime
+    if _originals:
+        return
+    part = state.PART
+    original_hook = _LOOP_CLASS.__dict__["_asyncgen_finalizer_hook"]
+    original_close = _LOOP_CLASS.__dict__["close"]
+
+    def _asyncgen_finalizer_hook(self: Any, agen: Any) -> None:
+        if part.enabled:
+            frame = getattr(agen, "ag_frame", None)
+            if frame is not None:
+                asyncgens.finalizer_scheduled(id(frame))
+        original_hook(self, agen)
+
+    def close(self: Any) -> None:
+        tracker = state.tracker
+        if tracker is not None and part.enabled and not self.is_running() and not self.is_closed():
+            try:
+                tracker.close_loop(self)
+            except Exception as error:
+                part.fail(error)
+        original_close(self)
+
+    close.__doc__ = original_close.__doc__
+    _originals.update(_asyncgen_finalizer_hook=original_hook, close=original_close)
+    _LOOP_CLASS._asyncgen_finalizer_hook = _asyncgen_finalizer_hook  # type: ignore[attr-defined]
+    _LOOP_CLASS.close = close  # type: ignore[method-assign]
+    asyncgens.hook_installed = True
+
+
+def uninstall() -> None:
+    """Restore the originals."""
+    for name, original in _originals.items():
+        setattr(_LOOP_CLASS, name, original)
+    _originals.clear()
+    asyncgens.reset()
