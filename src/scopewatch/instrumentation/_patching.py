@@ -1,14 +1,32 @@
-"""Patch bookkeeping and task helpers shared by the lock and session instrumentation modules."""
+"""Patch bookkeeping, import hooks and task helpers shared by the instrumentation modules."""
 
 from __future__ import annotations
 
+import sys
 import types
 from typing import TYPE_CHECKING, Any
+
+import wrapt
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 _MISSING = object()
+_import_hooks: set[tuple[str, Callable[[types.ModuleType], None]]] = set()
+
+
+def when_imported(name: str, on_import: Callable[[types.ModuleType], None]) -> None:
+    """Run ``on_import(module)`` now if ``name`` is imported, else when it is imported.
+
+    Import hooks cannot be unregistered, so each ``(name, on_import)`` is registered once per
+    process; ``on_import`` must do nothing while its feature is not installed.
+    """
+    module = sys.modules.get(name)
+    if module is not None:
+        on_import(module)
+    elif (name, on_import) not in _import_hooks:
+        _import_hooks.add((name, on_import))
+        wrapt.register_post_import_hook(on_import, name)
 
 
 class Patches:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
-import wrapt
-
 from scopewatch import semconv
 from scopewatch._core import frames
 from scopewatch._core import locks as core
@@ -32,7 +30,6 @@ TRIO_BACKEND = "anyio._backends._trio"
 SYNCHRONIZATION = "anyio._core._synchronization"
 
 _active = False
-_hooks_registered = False
 _patches = _patching.Patches()
 _patched_modules: set[str] = set()
 
@@ -54,17 +51,13 @@ def _kind_of(cls: type) -> str:
 
 def install(runtime: Runtime) -> None:
     """Patch the anyio lock classes now, or when their modules are imported."""
-    global _active, _hooks_registered
+    global _active
     telemetry.start(runtime)
     _active = True
     if _asyncio_deadline not in core.deadline_probes:
         core.deadline_probes.append(_asyncio_deadline)
     for name in (ASYNCIO_BACKEND, TRIO_BACKEND, SYNCHRONIZATION):
-        if name in sys.modules:
-            _on_import(sys.modules[name])
-        elif not _hooks_registered:
-            wrapt.register_post_import_hook(_on_import, name)
-    _hooks_registered = True
+        _patching.when_imported(name, _on_import)
 
 
 def uninstall() -> None:

@@ -13,11 +13,10 @@ import math
 import sys
 from typing import TYPE_CHECKING, Any
 
-import wrapt
-
 from scopewatch import semconv
 from scopewatch._core import frames
 from scopewatch.instrumentation import _scope_state as state
+from scopewatch.instrumentation._patching import when_imported
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -43,10 +42,7 @@ def install(runtime: Any) -> None:
     global _active
     state.acquire(runtime)
     _active = True
-    if BACKEND in sys.modules:
-        _patch(sys.modules[BACKEND])
-    else:
-        wrapt.register_post_import_hook(_on_import, BACKEND)
+    when_imported(BACKEND, _on_import)
 
 
 def uninstall() -> None:

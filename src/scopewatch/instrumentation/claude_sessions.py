@@ -12,11 +12,9 @@ import contextvars
 import sys
 from typing import TYPE_CHECKING, Any
 
-import wrapt
-
 from scopewatch import semconv
 from scopewatch.instrumentation import _session_wrappers as wrappers
-from scopewatch.instrumentation._patching import Patches
+from scopewatch.instrumentation._patching import Patches, when_imported
 from scopewatch.telemetry import sessions as telemetry
 
 if TYPE_CHECKING:
@@ -28,7 +26,6 @@ MODULE = "claude_agent_sdk.client"
 KIND = semconv.SESSION_KIND_CLAUDE_SDK_CLIENT
 
 _active = False
-_hook_registered = False
 _patches = Patches()
 _connecting: contextvars.ContextVar[Any] = contextvars.ContextVar(
     "scopewatch_claude_connecting", default=None
@@ -37,14 +34,10 @@ _connecting: contextvars.ContextVar[Any] = contextvars.ContextVar(
 
 def install(runtime: Runtime) -> None:
     """Patch ``claude_agent_sdk`` now, or when it is imported."""
-    global _active, _hook_registered
+    global _active
     telemetry.start(runtime)
     _active = True
-    if MODULE in sys.modules:
-        _on_import(sys.modules[MODULE])
-    elif not _hook_registered:
-        wrapt.register_post_import_hook(_on_import, MODULE)
-        _hook_registered = True
+    when_imported(MODULE, _on_import)
 
 
 def uninstall() -> None:

@@ -7,14 +7,11 @@ imported (a post-import hook, inert after ``uninstall()``).
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING
-
-import wrapt
 
 from scopewatch import semconv
 from scopewatch.instrumentation import _session_wrappers as wrappers
-from scopewatch.instrumentation._patching import Patches
+from scopewatch.instrumentation._patching import Patches, when_imported
 from scopewatch.telemetry import sessions as telemetry
 
 if TYPE_CHECKING:
@@ -26,22 +23,17 @@ SESSION_MODULE = "mcp.client.session"
 CLIENT_MODULE = "mcp.client.client"
 
 _active = False
-_hooks_registered = False
 _patches = Patches()
 _patched: set[str] = set()
 
 
 def install(runtime: Runtime) -> None:
     """Patch ``mcp`` now, or when it is imported."""
-    global _active, _hooks_registered
+    global _active
     telemetry.start(runtime)
     _active = True
     for name in (SESSION_MODULE, CLIENT_MODULE):
-        if name in sys.modules:
-            _on_import(sys.modules[name])
-        elif not _hooks_registered:
-            wrapt.register_post_import_hook(_on_import, name)
-    _hooks_registered = True
+        when_imported(name, _on_import)
 
 
 def uninstall() -> None:

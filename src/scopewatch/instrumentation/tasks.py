@@ -15,23 +15,24 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import sys
-from typing import TYPE_CHECKING, Any
-
-import wrapt
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from scopewatch._core import cancels, frames
 from scopewatch._core.tasks import RECORD_ATTRIBUTE, TaskRecord, TaskTracker
 from scopewatch._safety import Part
 from scopewatch.instrumentation import _scope_state
+from scopewatch.instrumentation._patching import when_imported
 from scopewatch.telemetry.tasks import TaskTelemetry
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import ModuleType
 
     from scopewatch._core.records import CancelInfo, ScopeRecord
     from scopewatch._runtime import Runtime
 
 PART = Part("task instrumentation")
+_T = TypeVar("_T")
 PY311 = sys.version_info >= (3, 11)
 KNOWN_CREATE_TASK = sys.version_info < (3, 14)
 """``create_task(coro, *, name, context)`` as on 3.10-3.13; later Pythons get a plain wrapper
@@ -45,7 +46,6 @@ _live = False
 _originals: list[tuple[Any, str, Any]] = []
 _cells: list[tuple[Any, Any]] = []
 _ABSENT: Any = object()
-_hooked: set[str] = set()
 
 
 class Task(asyncio.Task):  # type: ignore[type-arg]
@@ -93,19 +93,12 @@ class _EagerTask(Task):
     __slots__ = ()
 
     def __init__(self, coro: Any, *, loop: Any = None, **kwargs: Any) -> None:
+        initialize = super().__init__
         record = _begin(coro, loop)
         if record is None:
-            super().__init__(coro, loop=loop, **kwargs)
+            initialize(coro, loop=loop, **kwargs)
             return
-        token = _start(record, kwargs.get("context"))
-        try:
-            super().__init__(coro, loop=loop, **kwargs)
-        except BaseException:
-            _discard(record)
-            raise
-        finally:
-            if token is not None:
-                _release(token)
+        _built(record, kwargs.get("context"), lambda: initialize(coro, loop=loop, **kwargs))
         _register(self, record)
 
 
@@ -139,12 +132,8 @@ def install(runtime: Runtime) -> None:
     if closure and closure[0].cell_contents is asyncio.Task:
         _cells.append((closure[0], asyncio.Task))
         closure[0].cell_contents = _EagerTask
-    for name, hook in (("uvloop", _patch_uvloop), ("anyio", _anyio_is_library)):
-        if name in sys.modules:
-            hook(sys.modules[name])
-        elif name not in _hooked:  # once per process: the hooks are inert while not installed
-            _hooked.add(name)
-            wrapt.register_post_import_hook(hook, name)
+    when_imported("uvloop", _patch_uvloop)
+    when_imported("anyio", _anyio_is_library)
 
 
 def uninstall() -> None:
@@ -242,6 +231,25 @@ def _release(token: object) -> None:
             PART.fail(error)
 
 
+def _built(record: TaskRecord, context: Any, build: Callable[[], _T]) -> _T:
+    """Run ``build()`` with the task's span current (``all`` mode); discard it if that fails."""
+    token = _start(record, context)
+    try:
+        return build()
+    except BaseException:
+        _discard(record)
+        raise
+    finally:
+        if token is not None:
+            _release(token)
+
+
+def _new_task(loop: Any, coro: Any, name: Any, context: Any) -> Task:
+    if context is None:
+        return Task(coro, loop=loop, name=name)
+    return Task(coro, loop=loop, name=name, context=context)
+
+
 def _discard(record: TaskRecord) -> None:
     if _telemetry is not None:
         try:
@@ -271,11 +279,8 @@ def _base_create_task(original: Any) -> Any:
         if record is None:
             return _call(original, self, coro, name, context)
         token = _start(record, context) if _live else None
-        try:
-            if context is None:
-                task = Task(coro, loop=self, name=name)
-            else:
-                task = Task(coro, loop=self, name=name, context=context)
+        try:  # _built inlined: one call less per task
+            task = _new_task(self, coro, name, context)
         except BaseException:
             _discard(record)
             raise
@@ -303,18 +308,7 @@ def _generic_create_task(original: Any) -> Any:
         record = _begin(coro, self)
         if record is None:
             return _call(original, self, coro, name, context)
-        token = _start(record, context)
-        try:
-            if context is None:
-                task = Task(coro, loop=self, name=name)
-            else:
-                task = Task(coro, loop=self, name=name, context=context)
-        except BaseException:
-            _discard(record)
-            raise
-        finally:
-            if token is not None:
-                _release(token)
+        task = _built(record, context, lambda: _new_task(self, coro, name, context))
         _register(task, record)
         return task
 
@@ -338,15 +332,7 @@ def _through(original: Any, loop: Any, coro: Any, name: Any, context: Any) -> An
     record = _begin(coro, loop)
     if record is None:
         return _call(original, loop, coro, name, context)
-    token = _start(record, context)
-    try:
-        task = _call(original, loop, coro, name, context)
-    except BaseException:
-        _discard(record)
-        raise
-    finally:
-        if token is not None:
-            _release(token)
+    task = _built(record, context, lambda: _call(original, loop, coro, name, context))
     if record.tracker.record_of(task) is None:
         _register(task, record)
     else:
@@ -361,15 +347,7 @@ def _wrapping_create_task(original: Any) -> Any:
         record = _begin(coro, self)
         if record is None:
             return original(self, coro, **kwargs)
-        token = _start(record, kwargs.get("context"))
-        try:
-            task = original(self, coro, **kwargs)
-        except BaseException:
-            _discard(record)
-            raise
-        finally:
-            if token is not None:
-                _release(token)
+        task = _built(record, kwargs.get("context"), lambda: original(self, coro, **kwargs))
         _register(task, record)
         return task
 
