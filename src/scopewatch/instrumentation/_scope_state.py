@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import types
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from scopewatch import semconv
@@ -13,8 +14,6 @@ from scopewatch._safety import Part
 from scopewatch.telemetry.scopes import ScopeTelemetry
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from scopewatch._core.records import ScopeRecord
     from scopewatch._runtime import Runtime
 
@@ -77,25 +76,33 @@ def _current_task_function() -> Callable[[], Any]:
 current_task = _current_task_function()
 
 
+ScopeFacts = Callable[[Any], tuple[bool, bool, Iterable[object]]]
+"""Reads ``(cancel_called, cancelled_caught, enclosing scopes innermost first)`` off a scope."""
+
+
 def finish_exit(
-    scope_tracker: ScopeTracker,
+    scope: Any,
     record: ScopeRecord,
     exit_task: Any,
-    outcome_of: Any,
     error: BaseException | None,
-    cancel_called: bool,
-    cancelled_caught: bool,
-    parents: Any = (),
+    read_facts: ScopeFacts,
 ) -> None:
-    """Resolve the outcome and cancel origin of an exit and hand it to the sink."""
-    outcome = outcome_of(record, error, cancelled_caught)
-    if outcome in (semconv.OUTCOME_CANCELLED, semconv.OUTCOME_DEADLINE_EXCEEDED):
-        scope_tracker.resolve_cancel(record, parents)
-    exit_name = exit_task.get_name() if exit_task is not None else ""
-    # Positional: keywords cost a slotted dataclass twice as much.
-    scope_tracker.finish(
-        record, ExitFacts(exit_name, outcome, cancel_called, cancelled_caught, error)
-    )
+    """Resolve the outcome and cancel origin of an exit and hand it to the sink (guarded)."""
+    scope_tracker = tracker
+    if scope_tracker is None or not PART.enabled:
+        return
+    try:
+        cancel_called, cancelled_caught, parents = read_facts(scope)
+        result = outcome(record, error, cancelled_caught)
+        if result in (semconv.OUTCOME_CANCELLED, semconv.OUTCOME_DEADLINE_EXCEEDED):
+            scope_tracker.resolve_cancel(record, parents)
+        exit_name = exit_task.get_name() if exit_task is not None else ""
+        # Positional: keywords cost a slotted dataclass twice as much.
+        scope_tracker.finish(
+            record, ExitFacts(exit_name, result, cancel_called, cancelled_caught, error)
+        )
+    except Exception as failure:
+        PART.fail(failure)
 
 
 def outcome(record: ScopeRecord, error: BaseException | None, cancelled_caught: bool) -> str:

@@ -136,9 +136,9 @@ def _wrap(scope_class: type, backend_class: type) -> None:
         try:
             suppressed = original_exit(self, exc_type, exc_val, exc_tb)
         except BaseException as raised:
-            _finish(self, record, task, raised)
+            state.finish_exit(self, record, task, raised, _facts)
             raise
-        _finish(self, record, task, None if suppressed else exc_val)
+        state.finish_exit(self, record, task, None if suppressed else exc_val, _facts)
         return suppressed
 
     def cancel(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -221,20 +221,5 @@ def _parents(scope: Any) -> Iterator[object]:
         parent = getattr(parent, "_parent_scope", None)
 
 
-def _finish(scope: Any, record: Any, task: Any, error: BaseException | None) -> None:
-    tracker = state.tracker
-    if tracker is None or not state.PART.enabled:
-        return
-    try:
-        state.finish_exit(
-            tracker,
-            record,
-            task,
-            state.outcome,
-            error,
-            scope.cancel_called,
-            scope.cancelled_caught,
-            _parents(scope),
-        )
-    except Exception as failure:
-        state.PART.fail(failure)
+def _facts(scope: Any) -> tuple[bool, bool, Iterator[object]]:
+    return scope.cancel_called, scope.cancelled_caught, _parents(scope)

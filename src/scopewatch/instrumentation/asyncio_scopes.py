@@ -38,10 +38,10 @@ def _install() -> None:
     timeout_code = asyncio.timeouts.timeout.__code__
     _patch(timeout_class, "__init__", _timeout_init(timeout_class.__init__, timeout_code))
     _patch(timeout_class, "__aenter__", _aenter(timeout_class.__aenter__, _timeout_kind))
-    _patch(timeout_class, "__aexit__", _aexit(timeout_class.__aexit__, _timeout_cancel_called))
+    _patch(timeout_class, "__aexit__", _aexit(timeout_class.__aexit__, _timeout_facts))
     _patch(timeout_class, "_on_timeout", _on_timeout(timeout_class.__dict__["_on_timeout"]))
     _patch(group_class, "__aenter__", _aenter(group_class.__aenter__, _group_kind))
-    _patch(group_class, "__aexit__", _aexit(group_class.__aexit__, _group_cancel_called))
+    _patch(group_class, "__aexit__", _aexit(group_class.__aexit__, _group_facts))
     _patch(group_class, "_abort", _abort(group_class.__dict__["_abort"]))
 
 
@@ -71,12 +71,12 @@ def _group_kind(group: Any) -> str:
     return semconv.SPAN_ASYNCIO_TASK_GROUP
 
 
-def _timeout_cancel_called(timeout: Any) -> bool:
-    return bool(timeout.expired())
+def _timeout_facts(timeout: Any) -> tuple[bool, bool, tuple[()]]:
+    return bool(timeout.expired()), False, ()
 
 
-def _group_cancel_called(group: Any) -> bool:
-    return bool(getattr(group, "_aborting", False))
+def _group_facts(group: Any) -> tuple[bool, bool, tuple[()]]:
+    return bool(getattr(group, "_aborting", False)), False, ()
 
 
 def _timeout_init(original: Callable[..., None], timeout_code: Any) -> Callable[..., None]:
@@ -118,9 +118,7 @@ def _on_enter(scope: Any, kind: str, frame: Any) -> None:
     tracker.enter(scope, kind, user, task, frame, timeout)
 
 
-def _aexit(
-    original: Callable[..., Any], cancel_called: Callable[[Any], bool]
-) -> Callable[..., Any]:
+def _aexit(original: Callable[..., Any], read_facts: state.ScopeFacts) -> Callable[..., Any]:
     part = state.PART
 
     async def __aexit__(self: Any, exc_type: Any, exc_val: Any, exc_tb: Any) -> Any:
@@ -137,28 +135,12 @@ def _aexit(
         try:
             suppressed = await original(self, exc_type, exc_val, exc_tb)
         except BaseException as raised:
-            _finish(self, record, task, raised, cancel_called)
+            state.finish_exit(self, record, task, raised, read_facts)
             raise
-        _finish(self, record, task, None if suppressed else exc_val, cancel_called)
+        state.finish_exit(self, record, task, None if suppressed else exc_val, read_facts)
         return suppressed
 
     return __aexit__
-
-
-def _finish(
-    scope: Any,
-    record: Any,
-    task: Any,
-    error: BaseException | None,
-    cancel_called: Callable[[Any], bool],
-) -> None:
-    tracker = state.tracker
-    if tracker is None or not state.PART.enabled:
-        return
-    try:
-        state.finish_exit(tracker, record, task, state.outcome, error, cancel_called(scope), False)
-    except Exception as failure:
-        state.PART.fail(failure)
 
 
 def _on_timeout(original: Callable[[Any], None]) -> Callable[[Any], None]:
