@@ -69,4 +69,3 @@ class ScopeRecord:
     """The live span in ``all`` mode (opaque here)."""
     context_token: Any = None
     attached_context: Any = None
-    exited: bool = False

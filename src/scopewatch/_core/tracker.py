@@ -312,7 +312,6 @@ class ScopeTracker:
 
     def finish(self, record: ScopeRecord, facts: ExitFacts) -> None:
         """Hand a completed exit to the sink."""
-        record.exited = True
         self.sink.exited(record, facts)
 
     # --- task end ---------------------------------------------------------------------------
@@ -369,12 +368,7 @@ class ScopeTracker:
             detail=detail,
         )
         record.violations.append(violation)
-        record.exited = True
         self.sink.leaked(record, violation)
-
-    def active_count(self) -> int:
-        """Scopes currently tracked."""
-        return len(self._by_scope)
 
 
 def _loop_of(task: Any) -> Any:
