@@ -1,0 +1,436 @@
+"""trio Lock/StrictFIFOLock/Semaphore/CapacityLimiter/Condition metrics, semantics, restore."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from scopewatch import semconv
+from scopewatch._core import locks as core
+from scopewatch.naming import name
+from scopewatch.telemetry import locks as lock_telemetry
+
+LOCKS = "locks"
+HERE = __name__
+
+FACTORIES: dict[str, Callable[[], Any]] = {
+    semconv.LOCK_KIND_TRIO_LOCK: trio.Lock,
+    semconv.LOCK_KIND_TRIO_STRICT_FIFO_LOCK: trio.StrictFIFOLock,
+    semconv.LOCK_KIND_TRIO_SEMAPHORE: lambda: trio.Semaphore(1),
+    semconv.LOCK_KIND_TRIO_CAPACITY_LIMITER: lambda: trio.CapacityLimiter(1),
+    semconv.LOCK_KIND_TRIO_CONDITION: trio.Condition,
+}
+
+
+def _points(telemetry: Any, metric: str) -> list[Any]:
+    return list(telemetry.points(metric))
+
+
+def _contentions(telemetry: Any) -> dict[tuple[str, str], int]:
+    return {
+        (p.attributes[semconv.LOCK_KIND], p.attributes[semconv.LOCK_NAME]): p.value
+        for p in telemetry.points(semconv.METRIC_LOCK_CONTENTIONS)
+    }
+
+
+def _waits(telemetry: Any) -> list[tuple[str, str, str, int]]:
+    return sorted(
+        (
+            p.attributes[semconv.LOCK_KIND],
+            p.attributes[semconv.LOCK_NAME],
+            p.attributes[semconv.LOCK_OUTCOME],
+            p.count,
+        )
+        for p in telemetry.points(semconv.METRIC_LOCK_WAIT_DURATION)
+    )
+
+
+async def _hold(lock: Any, seconds: float) -> None:
+    async with lock:
+        await trio.sleep(seconds)
+
+
+async def _contend(lock: Any, waiters: int = 1) -> None:
+    """Hold ``lock`` until ``waiters`` other tasks are certainly parked on it."""
+    async with trio.open_nursery() as nursery:
+        await lock.acquire()
+        for _ in range(waiters):
+            nursery.start_soon(_hold, lock, 0.0)
+        await trio.testing.wait_all_tasks_blocked()
+        lock.release()
+
+
+def test_contended_lock_records_wait_hold_and_contention(
+    instrument: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(core, "LONG_HOLD", 0.05)
+    telemetry = instrument(instrument=LOCKS)
+
+    async def main() -> None:
+        lock = trio.Lock()  # this line is the lock's name
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_hold, lock, 0.02)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(_hold, lock, 0.06)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(_hold, lock, 0.0)
+
+    trio.run(main)
+    site = f"{HERE}:{main.__code__.co_firstlineno + 1}"
+    waits = _points(telemetry, semconv.METRIC_LOCK_WAIT_DURATION)
+    assert len(waits) == 1
+    assert dict(waits[0].attributes) == {
+        semconv.LOCK_KIND: semconv.LOCK_KIND_TRIO_LOCK,
+        semconv.LOCK_NAME: site,
+        semconv.LOCK_OUTCOME: semconv.LOCK_OUTCOME_ACQUIRED,
+    }
+    assert waits[0].count == 2  # the 2nd and 3rd acquisitions waited
+    assert waits[0].sum > 0
+    assert _contentions(telemetry) == {(semconv.LOCK_KIND_TRIO_LOCK, site): 2}
+    holds = _points(telemetry, semconv.METRIC_LOCK_HOLD_DURATION)
+    # the 1st hold is the sampled one; of the contended ones only the long (>= LONG_HOLD) 2nd
+    assert [p.count for p in holds] == [2]
+    assert holds[0].sum >= 0.08
+
+
+@pytest.mark.parametrize("kind", list(FACTORIES))
+def test_every_kind_contended_with_its_name(
+    instrument: Any, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    monkeypatch.setattr(core, "LONG_HOLD", 0.0)  # record every hold after a contention
+    telemetry = instrument(instrument=LOCKS)
+
+    async def main() -> None:
+        await _contend(name(FACTORIES[kind](), "shared"), waiters=2)
+
+    trio.run(main)
+    # a Condition is measured through its own trio.Lock, reported as the Condition
+    assert _contentions(telemetry) == {(kind, "shared"): 2}
+    assert _waits(telemetry) == [(kind, "shared", semconv.LOCK_OUTCOME_ACQUIRED, 2)]
+    holds = _points(telemetry, semconv.METRIC_LOCK_HOLD_DURATION)
+    assert [(p.attributes[semconv.LOCK_KIND], p.count) for p in holds] == [(kind, 3)]
+
+
+@pytest.mark.parametrize("kind", list(FACTORIES))
+def test_uncontended_holds_are_sampled_and_never_waits(instrument: Any, kind: str) -> None:
+    telemetry = instrument(instrument=LOCKS)
+
+    async def main() -> None:
+        lock = FACTORIES[kind]()
+        for _ in range(core.HOLD_SAMPLE_EVERY * 2):
+            async with lock:
+                pass
+        for _ in range(core.HOLD_SAMPLE_EVERY):  # the *_nowait forms are sampled alike
+            lock.acquire_nowait()
+            lock.release()
+
+    trio.run(main)
+    assert _points(telemetry, semconv.METRIC_LOCK_WAIT_DURATION) == []
+    assert _points(telemetry, semconv.METRIC_LOCK_CONTENTIONS) == []
+    holds = _points(telemetry, semconv.METRIC_LOCK_HOLD_DURATION)
+    assert [(p.attributes[semconv.LOCK_KIND], p.count) for p in holds] == [(kind, 3)]
+    assert core.binary_holds == {}
+    assert core.multi_holds == {}  # every hold ended with its release
+
+
+def test_cancelled_wait_outcome_and_semantics(instrument: Any) -> None:
+    telemetry = instrument(instrument=LOCKS)
+    seen: list[type[BaseException]] = []
+
+    async def waiter(lock: trio.Lock, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.CancelScope() as scope:
+            task_status.started(scope)
+            try:
+                await lock.acquire()
+            except trio.Cancelled as cancelled:
+                seen.append(type(cancelled))
+                raise
+        seen.append(type(None) if scope.cancelled_caught else RuntimeError)
+
+    async def main() -> tuple[Any, ...]:
+        lock = name(trio.Lock(), "guarded")
+        await lock.acquire()
+        async with trio.open_nursery() as nursery:
+            scope = await nursery.start(waiter, lock)
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()
+        statistics = lock.statistics()
+        lock.release()
+        acquired = await lock.acquire()  # the original return value (None) comes through
+        lock.release()
+        return acquired, statistics.locked, statistics.tasks_waiting, lock.locked()
+
+    assert trio.run(main) == (None, True, 0, False)
+    assert seen == [trio.Cancelled, type(None)]
+    assert _waits(telemetry) == [
+        (semconv.LOCK_KIND_TRIO_LOCK, "guarded", semconv.LOCK_OUTCOME_CANCELLED, 1)
+    ]
+
+
+def test_timed_out_waits_and_app_errors_unchanged(instrument: Any) -> None:
+    telemetry = instrument(instrument=LOCKS)
+
+    async def main() -> bool:
+        lock = name(trio.Lock(), "slow")
+        semaphore = name(trio.Semaphore(0), "empty")
+        release = trio.Event()
+
+        async def holder() -> None:
+            async with lock:
+                await release.wait()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(holder)
+            await trio.testing.wait_all_tasks_blocked()
+            with trio.move_on_after(0.01) as scope:
+                await lock.acquire()
+            with pytest.raises(trio.TooSlowError):
+                with trio.fail_after(0.01):
+                    await semaphore.acquire()
+            release.set()
+        return scope.cancelled_caught
+
+    assert trio.run(main) is True
+    assert _waits(telemetry) == [
+        (semconv.LOCK_KIND_TRIO_LOCK, "slow", semconv.LOCK_OUTCOME_TIMED_OUT, 1),
+        (semconv.LOCK_KIND_TRIO_SEMAPHORE, "empty", semconv.LOCK_OUTCOME_TIMED_OUT, 1),
+    ]
+
+
+def test_condition_wait_retakes_a_tracked_hold(instrument: Any) -> None:
+    instrument(instrument=LOCKS)
+    held: list[list[tuple[str, str]]] = []
+
+    async def consumer(condition: trio.Condition, ready: list[int]) -> None:
+        async with condition:
+            while not ready:
+                await condition.wait()  # woken on the lock's lot: no acquire() call
+            held.append([(h.kind, h.name) for h in core.held_locks(trio.lowlevel.current_task())])
+
+    async def main() -> None:
+        condition = name(trio.Condition(), "cond")
+        ready: list[int] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(consumer, condition, ready)
+            await trio.testing.wait_all_tasks_blocked()
+            async with condition:
+                ready.append(1)
+                condition.notify_all()
+        assert core.binary_holds == {}  # the consumer's release ended the re-taken hold
+
+    trio.run(main)
+    assert held == [[(semconv.LOCK_KIND_TRIO_CONDITION, "cond")]]
+
+
+def test_capacity_limiter_on_behalf_of_a_borrower(instrument: Any) -> None:
+    telemetry = instrument(instrument=LOCKS)
+    borrower = object()  # e.g. trio.to_thread's placeholder for a thread
+
+    async def main() -> list[tuple[str, str]]:
+        limiter = name(trio.CapacityLimiter(1), "threads")
+        await limiter.acquire_on_behalf_of(borrower)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_hold, limiter, 0.0)
+            await trio.testing.wait_all_tasks_blocked()
+            held = [(h.kind, h.name) for h in core.held_locks(borrower)]
+            limiter.release_on_behalf_of(borrower)
+        return held
+
+    assert trio.run(main) == [(semconv.LOCK_KIND_TRIO_CAPACITY_LIMITER, "threads")]
+    assert _contentions(telemetry) == {(semconv.LOCK_KIND_TRIO_CAPACITY_LIMITER, "threads"): 1}
+    assert core.multi_holds == {}
+
+
+def test_name_cap_overflows_to_other(instrument: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(core, "MAX_NAMES", 3)
+    telemetry = instrument(instrument=LOCKS)
+
+    async def main() -> None:
+        for index in range(5):
+            await _contend(name(trio.Lock(), f"lock-{index}"))
+
+    trio.run(main)
+    assert _contentions(telemetry) == {
+        (semconv.LOCK_KIND_TRIO_LOCK, "lock-0"): 1,
+        (semconv.LOCK_KIND_TRIO_LOCK, "lock-1"): 1,
+        (semconv.LOCK_KIND_TRIO_LOCK, "lock-2"): 1,
+        (semconv.LOCK_KIND_TRIO_LOCK, semconv.LOCK_NAME_OVERFLOW): 2,  # lock-3 and lock-4
+    }
+
+
+def test_lock_created_before_instrumenting_is_unknown(instrument: Any) -> None:
+    early = trio.Lock()
+    telemetry = instrument(instrument=LOCKS)
+
+    async def main() -> None:
+        await _contend(early)
+
+    trio.run(main)
+    assert _contentions(telemetry) == {(semconv.LOCK_KIND_TRIO_LOCK, semconv.LOCK_NAME_UNKNOWN): 1}
+
+
+def test_held_locks_hook_and_event(instrument: Any) -> None:
+    telemetry = instrument(instrument=LOCKS)
+    seen: list[Any] = []
+
+    async def forgetful(lock: Any, semaphore: Any, limiter: Any) -> None:
+        await lock.acquire()
+        await semaphore.acquire()
+        await limiter.acquire()
+        task = trio.lowlevel.current_task()
+        seen.extend(core.held_locks(task))
+        span = telemetry.tracer_provider.get_tracer("test").start_span("task forgetful")
+        assert lock_telemetry.add_held_at_end_events(span, task) == 3
+        span.end()
+        lock.release()  # only its owner may release a trio.Lock
+        limiter.release()
+
+    async def main() -> None:
+        lock = name(trio.Lock(), "leaked")
+        semaphore = name(trio.Semaphore(2), "pool")
+        limiter = name(trio.CapacityLimiter(2), "limit")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(forgetful, lock, semaphore, limiter)
+        semaphore.release()  # another task may release a trio.Semaphore: the hold ends
+        assert core.held_locks(trio.lowlevel.current_task()) == []
+
+    trio.run(main)
+    assert sorted((h.kind, h.name) for h in seen) == [
+        (semconv.LOCK_KIND_TRIO_CAPACITY_LIMITER, "limit"),
+        (semconv.LOCK_KIND_TRIO_LOCK, "leaked"),
+        (semconv.LOCK_KIND_TRIO_SEMAPHORE, "pool"),
+    ]
+    (span,) = telemetry.spans("task forgetful")
+    events = [dict(e.attributes) for e in span.events if e.name == semconv.EVENT_LOCK_HELD_AT_END]
+    by_name = {e[semconv.LOCK_NAME]: e for e in events}
+    assert sorted(by_name) == ["leaked", "limit", "pool"]
+    # trio holds are recorded with their start (sampling only decides the hold histogram)
+    assert all(event[semconv.LOCK_HELD_FOR] >= 0 for event in events)
+    assert core.binary_holds == {}
+    assert core.multi_holds == {}
+
+
+async def _scenario() -> list[Any]:
+    """Fairness, errors, statistics and cancellation of every trio lock, as a log."""
+    log: list[Any] = []
+
+    async def queued(lock: Any, index: int) -> None:
+        async with lock:
+            log.append(("got", type(lock).__name__, index))
+            await trio.sleep(0)
+
+    def outcome(call: Callable[[], Any]) -> Any:
+        try:
+            return ("ok", call())
+        except Exception as error:  # the app's exact error, compared between the two runs
+            return (type(error).__name__, str(error))
+
+    for lock in (trio.Lock(), trio.StrictFIFOLock(), trio.Semaphore(1), trio.CapacityLimiter(1)):
+        async with trio.open_nursery() as nursery:
+            await lock.acquire()
+            for index in range(3):
+                nursery.start_soon(queued, lock, index)
+                await trio.testing.wait_all_tasks_blocked()
+            statistics = lock.statistics()
+            log.append(("waiting", statistics.tasks_waiting))
+            log.append(("nowait", outcome(lock.acquire_nowait)))
+            lock.release()
+    lock = trio.Lock()
+    async with lock:
+        log.append(("reacquire", outcome(lock.acquire_nowait)))
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            log.append(("owned", lock.statistics().owner is trio.lowlevel.current_task()))
+    log.append(("release unheld", outcome(lock.release)))
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        try:
+            await lock.acquire()  # already cancelled: raises before taking the free lock
+        except trio.Cancelled:
+            log.append(("cancelled before taking", lock.locked()))
+            raise
+    bounded = trio.Semaphore(1, max_value=1)
+    log.append(("too many", outcome(bounded.release)))
+    limiter = trio.CapacityLimiter(1)
+    async with limiter:
+        log.append(("limiter twice", outcome(limiter.acquire_nowait)))
+        log.append(("borrowed", limiter.borrowed_tokens, limiter.available_tokens))
+    log.append(("limiter unheld", outcome(limiter.release)))
+    condition = trio.Condition()
+    log.append(("wait unheld", outcome(lambda: condition.wait().send(None))))
+    broken = trio.Lock()
+
+    async def leaves_it_locked() -> None:
+        await broken.acquire()
+
+    async def blocked() -> None:
+        try:
+            await broken.acquire()
+        except trio.BrokenResourceError as error:
+            log.append(("broken", str(error).split(":")[0]))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(leaves_it_locked)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(blocked)
+    return log
+
+
+def test_app_sees_identical_results_with_and_without_scopewatch(instrument: Any) -> None:
+    bare = trio.run(_scenario)
+    telemetry = instrument(instrument=LOCKS)
+    instrumented = trio.run(_scenario)
+    assert instrumented == bare
+    assert [entry for entry in bare if entry[0] == "got"] == [
+        ("got", kind, index)
+        for kind in ("Lock", "StrictFIFOLock", "Semaphore", "CapacityLimiter")
+        for index in range(3)
+    ]  # FIFO fairness
+    assert ("too many", ("ValueError", "semaphore released too many times")) in bare
+    assert sum(_contentions(telemetry).values()) == 12  # and scopewatch did measure it
+
+
+def test_uninstrument_restores_originals(instrument: Any) -> None:
+    lock_impl = trio.Lock.__mro__[1]  # trio._sync._LockImpl, where Lock's methods live
+    own = {
+        (cls, attr): cls.__dict__.get(attr)
+        for cls in (trio.Lock, trio.StrictFIFOLock, lock_impl, trio.Semaphore)
+        for attr in ("__init__", "acquire", "acquire_nowait", "release")
+    }
+    own.update(
+        {
+            (trio.CapacityLimiter, attr): trio.CapacityLimiter.__dict__[attr]
+            for attr in (
+                "__init__",
+                "acquire_on_behalf_of",
+                "acquire_on_behalf_of_nowait",
+                "release_on_behalf_of",
+            )
+        }
+    )
+    own.update(
+        {(trio.Condition, attr): trio.Condition.__dict__[attr] for attr in ("__init__", "wait")}
+    )
+    telemetry = instrument(instrument=LOCKS)
+    assert trio.Lock.__dict__.get("acquire") is not None  # patched on the class itself
+    assert trio.Semaphore.__dict__["acquire"] is not own[(trio.Semaphore, "acquire")]
+    assert trio.Condition.__dict__["wait"] is not own[(trio.Condition, "wait")]
+    telemetry.uninstrument()
+    for (cls, attr), original in own.items():
+        assert cls.__dict__.get(attr) is original, (cls, attr)
+    assert not core.ACTIVE
+
+
+def test_reinstrument_after_uninstrument_measures_again(instrument: Any) -> None:
+    instrument(instrument=LOCKS).uninstrument()
+    telemetry = instrument(instrument=LOCKS)
+
+    async def main() -> None:
+        await _contend(name(trio.Lock(), "again"))
+
+    trio.run(main)
+    assert _contentions(telemetry) == {(semconv.LOCK_KIND_TRIO_LOCK, "again"): 1}
