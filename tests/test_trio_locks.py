@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable
 from typing import Any
 
@@ -435,3 +439,86 @@ def test_reinstrument_after_uninstrument_measures_again(instrument: Any) -> None
 
     trio.run(main)
     assert _contentions(telemetry) == {(semconv.LOCK_KIND_TRIO_LOCK, "again"): 1}
+
+
+def test_to_thread_limiter_borrowed_on_behalf_of_threads(instrument: Any) -> None:
+    telemetry = instrument(instrument=LOCKS)
+    started = []
+
+    def blocking(index: int) -> int:
+        started.append(index)
+        return index * 2
+
+    async def main() -> list[int]:
+        limiter = name(trio.CapacityLimiter(1), "threads")
+        results: list[int] = []
+
+        async def one(index: int) -> None:
+            results.append(await trio.to_thread.run_sync(blocking, index, limiter=limiter))
+
+        async with trio.open_nursery() as nursery:
+            for index in range(3):
+                nursery.start_soon(one, index)
+        return sorted(results)
+
+    assert trio.run(main) == [0, 2, 4]
+    assert sorted(started) == [0, 1, 2]
+    contentions = _contentions(telemetry)
+    # the 2nd and 3rd threads waited for the one token (the release comes from the run loop)
+    assert contentions == {(semconv.LOCK_KIND_TRIO_CAPACITY_LIMITER, "threads"): 2}
+    assert core.multi_holds == {}
+
+
+def test_trio_imported_after_instrumenting_is_patched_then(tmp_path: Any) -> None:
+    script = tmp_path / "late_import.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys
+            from opentelemetry.sdk.metrics import MeterProvider
+            from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+            from scopewatch import ScopeWatchInstrumentor
+
+            assert "trio" not in sys.modules
+            reader = InMemoryMetricReader()
+            ScopeWatchInstrumentor().instrument(
+                meter_provider=MeterProvider(metric_readers=[reader]), instrument="locks"
+            )
+            import trio
+            import trio.testing
+
+            async def main():
+                lock = trio.Lock()
+                async with trio.open_nursery() as nursery:
+                    await lock.acquire()
+                    nursery.start_soon(lock.acquire)
+                    await trio.testing.wait_all_tasks_blocked()
+                    lock.release()
+
+            trio.run(main)
+            points = [
+                (dict(p.attributes), p.value)
+                for rm in reader.get_metrics_data().resource_metrics
+                for sm in rm.scope_metrics
+                for m in sm.metrics
+                if m.name == "scopewatch.lock.contentions"
+                for p in m.data.data_points
+            ]
+            print(points)
+            """
+        )
+    )
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_PYTHON_")}
+    process = subprocess.run(
+        [sys.executable, str(script)],
+        env={**environment, "SCOPEWATCH_STRICT": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert process.returncode == 0, process.stderr
+    line = script.read_text().splitlines().index("    lock = trio.Lock()") + 1
+    assert process.stdout.strip() == (
+        f"[({{'scopewatch.lock.kind': 'trio.Lock', 'scopewatch.lock.name': '__main__:{line}'}}, 1)]"
+    )
