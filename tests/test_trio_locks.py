@@ -1,4 +1,4 @@
-"""trio Lock/StrictFIFOLock/Semaphore/CapacityLimiter/Condition metrics, semantics, restore."""
+"""trio Lock/StrictFIFOLock/Semaphore/CapacityLimiter/Condition metrics, names and holds."""
 
 from __future__ import annotations
 
