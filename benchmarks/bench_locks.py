@@ -1,6 +1,7 @@
 """Lock acquire+release cost: bare vs instrumented (`instrument="locks"`), interleaved.
 
-Workloads, each for asyncio.Lock, asyncio.Semaphore and anyio.Lock:
+Workloads, each for asyncio.Lock, asyncio.Semaphore, anyio.Lock (asyncio), trio.Lock and
+trio.Semaphore (run by ``trio.run``):
 
 - ``uncontended``: ``async with lock: pass`` in a loop (target: instrumented <= 3x bare);
 - ``contended``: two tasks ping-pong one lock (``async with lock: await asyncio.sleep(0)``); the
@@ -20,16 +21,20 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import trio
 
 from benchmarks import common
 
 TARGET_UNCONTENDED = "<= 3"
 TARGET_CONTENDED = "<= 1"
-CASES: dict[str, Callable[[], Any]] = {
-    "asyncio.Lock": asyncio.Lock,
-    "asyncio.Semaphore": lambda: asyncio.Semaphore(1),
-    "anyio.Lock": lambda: anyio.Lock(fast_acquire=True),
+CASES: dict[str, tuple[Callable[[], Any], str]] = {
+    "asyncio.Lock": (asyncio.Lock, "asyncio"),
+    "asyncio.Semaphore": (lambda: asyncio.Semaphore(1), "asyncio"),
+    "anyio.Lock": (lambda: anyio.Lock(fast_acquire=True), "asyncio"),
+    "trio.Lock": (trio.Lock, "trio"),
+    "trio.Semaphore": (lambda: trio.Semaphore(1), "trio"),
 }
+"""label -> (lock factory, event loop that runs it)."""
 
 
 async def _uncontended(lock: Any, n: int) -> float:
@@ -51,6 +56,21 @@ async def _contended(lock: Any, n: int) -> float:
 
     start = clock()
     await asyncio.gather(worker(), worker())
+    return clock() - start
+
+
+async def _contended_trio(lock: Any, n: int) -> float:
+    clock = common.clock
+
+    async def worker() -> None:
+        for _ in range(n):
+            async with lock:
+                await trio.sleep(0)
+
+    start = clock()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(worker)
+        nursery.start_soon(worker)
     return clock() - start
 
 
@@ -99,11 +119,14 @@ def run(quick: bool) -> dict[str, Any]:
     raw: dict[str, Any] = {}
     record = _record_cost(n)
     raw["record_us"] = record * 1e6
-    for label, factory in CASES.items():
-        for workload, body in (("uncontended", _uncontended), ("contended", _contended)):
+    for label, (factory, loop) in CASES.items():
+        contended = _contended_trio if loop == "trio" else _contended
+        for workload, body in (("uncontended", _uncontended), ("contended", contended)):
             contentions: list[int] = []
 
-            def measure(variant: str, body: Any = body, factory: Any = factory) -> float:
+            def measure(
+                variant: str, body: Any = body, factory: Any = factory, loop: str = loop
+            ) -> float:
                 async def main() -> float:
                     lock = factory()
                     await body(lock, n // 10)  # warm-up
@@ -113,7 +136,7 @@ def run(quick: bool) -> dict[str, Any]:
                     contentions.append(_contention_count() - before)  # noqa: B023
                     return seconds
 
-                seconds = asyncio.run(main())
+                seconds = trio.run(main) if loop == "trio" else asyncio.run(main())
                 # the deferred records replayed at collection are part of the instrumented cost
                 return seconds + _replay_cost()
 

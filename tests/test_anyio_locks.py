@@ -1,7 +1,9 @@
-"""anyio Lock/Semaphore/Condition/CapacityLimiter metrics (asyncio and trio backends)."""
+"""anyio Lock/Semaphore/Condition/CapacityLimiter metrics: the same on asyncio and on trio."""
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import sys
 from typing import Any
 
@@ -13,6 +15,7 @@ from scopewatch._core import locks as core
 from scopewatch.naming import name
 
 LOCKS = "locks"
+BACKENDS = pytest.mark.parametrize("backend", ["asyncio", "trio"])
 
 
 def _contentions(telemetry: Any) -> dict[tuple[str, str], int]:
@@ -32,6 +35,15 @@ def _waits(telemetry: Any) -> list[tuple[str, str, str, int]]:
         )
         for p in telemetry.points(semconv.METRIC_LOCK_WAIT_DURATION)
     )
+
+
+def _current_task(backend: str) -> Any:
+    """The backend's own task object (what scopewatch records as the holder)."""
+    if backend == "trio":
+        import trio
+
+        return trio.lowlevel.current_task()
+    return asyncio.current_task()
 
 
 async def _hold(lock: Any, seconds: float) -> None:
@@ -65,7 +77,8 @@ async def _contend(lock: Any) -> None:
         release.set()
 
 
-def test_all_kinds_on_asyncio_backend(instrument: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+@BACKENDS
+def test_all_kinds(instrument: Any, monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
     monkeypatch.setattr(core, "LONG_HOLD", 0.0)  # record every hold after a contention
     telemetry = instrument(instrument=LOCKS)
 
@@ -76,7 +89,7 @@ def test_all_kinds_on_asyncio_backend(instrument: Any, monkeypatch: pytest.Monke
         await _contend(name(anyio.CapacityLimiter(1), "limiter"))
         await _contend(name(anyio.Condition(), "cond"))
 
-    anyio.run(main, backend="asyncio")
+    anyio.run(main, backend=backend)
     site = f"{__name__}:{main.__code__.co_firstlineno + 1}"
     assert _contentions(telemetry) == {
         (semconv.LOCK_KIND_ANYIO_LOCK, site): 1,
@@ -94,7 +107,8 @@ def test_all_kinds_on_asyncio_backend(instrument: Any, monkeypatch: pytest.Monke
     assert holds["sem"] == holds["limiter"] == holds["cond"] == 1
 
 
-def test_timed_out_and_cancelled_waits(instrument: Any) -> None:
+@BACKENDS
+def test_timed_out_and_cancelled_waits(instrument: Any, backend: str) -> None:
     telemetry = instrument(instrument=LOCKS)
 
     async def waits() -> None:
@@ -118,14 +132,15 @@ def test_timed_out_and_cancelled_waits(instrument: Any) -> None:
             await anyio.sleep(0.01)
             lock.release()
 
-    anyio.run(waits, backend="asyncio")
+    anyio.run(waits, backend=backend)
     assert _waits(telemetry) == [
         (semconv.LOCK_KIND_ANYIO_LOCK, "db", semconv.LOCK_OUTCOME_CANCELLED, 1),
         (semconv.LOCK_KIND_ANYIO_LOCK, "db", semconv.LOCK_OUTCOME_TIMED_OUT, 1),
     ]
 
 
-def test_semantics_unchanged(instrument: Any) -> None:
+@BACKENDS
+def test_semantics_unchanged(instrument: Any, backend: str) -> None:
     instrument(instrument=LOCKS)
 
     async def main() -> None:
@@ -156,67 +171,88 @@ def test_semantics_unchanged(instrument: Any) -> None:
             assert limiter.borrowed_tokens == 1
         assert limiter.borrowed_tokens == 0
 
-    anyio.run(main, backend="asyncio")
+    anyio.run(main, backend=backend)
 
 
-def test_lock_made_outside_event_loop_reports_its_name(instrument: Any) -> None:
+@BACKENDS
+def test_lock_made_outside_event_loop_reports_its_name(instrument: Any, backend: str) -> None:
     telemetry = instrument(instrument=LOCKS)
     lock = name(anyio.Lock(), "module-level")  # no loop yet: an anyio LockAdapter
+    limiter = name(anyio.CapacityLimiter(1), "module-limiter")
 
     async def main() -> None:
         await _contend(lock)
+        await _contend(limiter)
 
-    anyio.run(main, backend="asyncio")
-    assert _contentions(telemetry) == {(semconv.LOCK_KIND_ANYIO_LOCK, "module-level"): 1}
-
-
-def test_trio_backend_lock_and_semaphore(instrument: Any) -> None:
-    telemetry = instrument(instrument=LOCKS)
-
-    async def main() -> None:
-        await _contend(name(anyio.Lock(), "trio-lock"))
-        await _contend(name(anyio.Semaphore(1), "trio-sem"))
-
-    anyio.run(main, backend="trio")
+    anyio.run(main, backend=backend)
     assert _contentions(telemetry) == {
-        (semconv.LOCK_KIND_ANYIO_LOCK, "trio-lock"): 1,
-        (semconv.LOCK_KIND_ANYIO_SEMAPHORE, "trio-sem"): 1,
+        (semconv.LOCK_KIND_ANYIO_LOCK, "module-level"): 1,
+        (semconv.LOCK_KIND_ANYIO_CAPACITY_LIMITER, "module-limiter"): 1,
     }
 
 
-def test_held_by_task_that_finished(instrument: Any) -> None:
+@BACKENDS
+def test_fast_acquire_waits_are_measured(instrument: Any, backend: str) -> None:
+    telemetry = instrument(instrument=LOCKS)
+
+    async def main() -> None:
+        await _contend(name(anyio.Lock(fast_acquire=True), "fast-lock"))
+        await _contend(name(anyio.Semaphore(1, fast_acquire=True), "fast-sem"))
+        for _ in range(10):  # uncontended: no wait, no contention
+            async with name(anyio.Lock(fast_acquire=True), "fast-lock"):
+                pass
+
+    anyio.run(main, backend=backend)
+    assert _contentions(telemetry) == {
+        (semconv.LOCK_KIND_ANYIO_LOCK, "fast-lock"): 1,
+        (semconv.LOCK_KIND_ANYIO_SEMAPHORE, "fast-sem"): 1,
+    }
+    assert [outcome for _, _, outcome, _ in _waits(telemetry)] == [
+        semconv.LOCK_OUTCOME_ACQUIRED,
+        semconv.LOCK_OUTCOME_ACQUIRED,
+    ]
+    assert core.binary_holds == {}
+    assert core.multi_holds == {}
+
+
+@BACKENDS
+def test_held_by_task_that_finished(instrument: Any, backend: str) -> None:
     instrument(instrument=LOCKS)
     found: list[Any] = []
 
     async def main() -> None:
         lock = name(anyio.Lock(), "orphan")
-        owner: list[Any] = []
+        semaphore = name(anyio.Semaphore(1), "orphan-sem")
 
         async def forgetful() -> None:
             await lock.acquire()
-            owner.append(anyio.get_current_task())
-            found.extend(core.held_locks(__import__("asyncio").current_task()))
+            await semaphore.acquire()
+            found.extend(core.held_locks(_current_task(backend)))
+            lock.release()  # a trio lock's owner must release it before it ends
 
         async with anyio.create_task_group() as group:
             group.start_soon(forgetful)
 
-    anyio.run(main, backend="asyncio")
-    assert [(h.kind, h.name) for h in found] == [(semconv.LOCK_KIND_ANYIO_LOCK, "orphan")]
+    anyio.run(main, backend=backend)
+    assert sorted((h.kind, h.name) for h in found) == [
+        (semconv.LOCK_KIND_ANYIO_LOCK, "orphan"),
+        (semconv.LOCK_KIND_ANYIO_SEMAPHORE, "orphan-sem"),
+    ]
 
 
-def test_backend_patched_on_import_and_restored(instrument: Any) -> None:
-    import anyio._backends._asyncio as backend
-
+@BACKENDS
+def test_backend_patched_on_import_and_restored(instrument: Any, backend: str) -> None:
+    module = importlib.import_module(f"anyio._backends._{backend}")
     # anyio >= 4.5 has backend lock classes; before, anyio.Lock is the class itself
-    lock_class = backend.Lock if "__new__" in anyio.Lock.__dict__ else anyio.Lock
-    originals = {attr: lock_class.__dict__[attr] for attr in ("__init__", "acquire", "release")}
-    limiter_original = backend.CapacityLimiter.__dict__["acquire_on_behalf_of"]
+    generic = "__new__" not in anyio.Lock.__dict__
+    classes = [anyio.Lock] if generic else [module.Lock, module.Semaphore, module.CapacityLimiter]
+    attributes = ("__init__", "acquire", "acquire_nowait", "release", "acquire_on_behalf_of")
+    originals = {(cls, attr): cls.__dict__.get(attr) for cls in classes for attr in attributes}
     condition_init = anyio.Condition.__dict__["__init__"]
     telemetry = instrument(instrument=LOCKS)
-    assert lock_class.__dict__["acquire"] is not originals["acquire"]
+    assert classes[0].__dict__["__init__"] is not originals[classes[0], "__init__"]
     telemetry.uninstrument()
-    for attr, original in originals.items():
-        assert lock_class.__dict__[attr] is original
-    assert backend.CapacityLimiter.__dict__["acquire_on_behalf_of"] is limiter_original
+    for (cls, attr), original in originals.items():
+        assert cls.__dict__.get(attr) is original, (cls, attr)
     assert anyio.Condition.__dict__["__init__"] is condition_init
-    assert "trio" in sys.modules  # imported by the trio test or now; patched only while active
+    assert "trio" in sys.modules  # imported by a trio test or now; patched only while active

@@ -9,20 +9,27 @@ from scopewatch._core import locks as core
 
 L = TypeVar("L")
 
-# anyio classes whose measured lock is another object: attribute holding it.
-_ANYIO_INNER = {
-    "Condition": "_lock",
-    "LockAdapter": "_internal_lock",
-    "SemaphoreAdapter": "_internal_semaphore",
-    "CapacityLimiterAdapter": "_internal_limiter",
+# Classes whose measured lock is another object: (top-level package, class name) -> attribute
+# holding it. anyio's trio backend objects delegate to a trio object (absent on asyncio).
+_INNER = {
+    ("anyio", "Condition"): "_lock",
+    ("anyio", "LockAdapter"): "_internal_lock",
+    ("anyio", "SemaphoreAdapter"): "_internal_semaphore",
+    ("anyio", "CapacityLimiterAdapter"): "_internal_limiter",
+    ("anyio", "Lock"): "_Lock__original",
+    ("anyio", "Semaphore"): "_Semaphore__original",
+    ("anyio", "CapacityLimiter"): "_CapacityLimiter__original",
+    ("trio", "Condition"): "_lock",
 }
 
 
 def name(lock: L, lock_name: str) -> L:
     """Report ``lock`` as ``scopewatch.lock.name=lock_name`` instead of its creation site.
 
-    Works for asyncio ``Lock``/``Semaphore``/``BoundedSemaphore``/``Condition`` and anyio
-    ``Lock``/``Semaphore``/``Condition``/``CapacityLimiter``, before or during instrumentation.
+    Works for asyncio ``Lock``/``Semaphore``/``BoundedSemaphore``/``Condition``, anyio
+    ``Lock``/``Semaphore``/``Condition``/``CapacityLimiter`` (either backend) and trio
+    ``Lock``/``StrictFIFOLock``/``Semaphore``/``Condition``/``CapacityLimiter``, before or
+    during instrumentation.
     Names count towards the cap of distinct lock names (beyond it: ``other``).
 
     Args:
@@ -34,14 +41,15 @@ def name(lock: L, lock_name: str) -> L:
     """
     text = str(lock_name)
     cls = type(lock)
-    kind = f"{cls.__module__.split('.')[0]}.{cls.__name__.removesuffix('Adapter')}"
+    package = cls.__module__.split(".")[0]
+    kind = f"{package}.{cls.__name__.removesuffix('Adapter')}"
     try:
         core.set_name(lock, text, kind)
         inner = None
         if isinstance(lock, asyncio.Condition):
             inner = getattr(lock, "_lock", None)
-        elif cls.__module__.startswith("anyio.") and cls.__name__ in _ANYIO_INNER:
-            inner = getattr(lock, _ANYIO_INNER[cls.__name__], None)
+        elif (package, cls.__name__) in _INNER:
+            inner = getattr(lock, _INNER[package, cls.__name__], None)
         if inner is not None:
             core.link(inner, kind, lock, kind)
     except TypeError:  # not weak-referenceable: nothing to name

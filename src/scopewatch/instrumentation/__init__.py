@@ -15,6 +15,7 @@ FEATURE_MODULES: dict[str, tuple[str, ...]] = {
     "locks": (
         "scopewatch.instrumentation.asyncio_locks",
         "scopewatch.instrumentation.anyio_locks",
+        "scopewatch.instrumentation.trio_locks",
     ),
     "sessions": (
         "scopewatch.instrumentation.mcp_sessions",

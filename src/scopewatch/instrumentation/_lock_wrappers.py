@@ -199,7 +199,7 @@ def _make_general_acquire(
             fail(error)
             waiting = False
         if waiting:
-            return await _contended(
+            return await timed_acquire(
                 self, original, args, kwargs, kind, contended_check, multi, current_task,
                 borrower_arg, nowait_inside,
             )  # fmt: skip
@@ -216,7 +216,7 @@ def _make_general_acquire(
     return acquire
 
 
-async def _contended(
+async def timed_acquire(
     lock: Any,
     original: Any,
     args: tuple[Any, ...],
@@ -227,7 +227,16 @@ async def _contended(
     current_task: Callable[[], Any],
     borrower_arg: bool,
     nowait_inside: bool,
+    measured: Any = None,
 ) -> Any:
+    """Time a wait in ``original(lock, ...)``; report it and the hold on ``measured``.
+
+    ``measured`` is the lock whose state is checked and whose hold ``release`` ends, when it is
+    not ``lock`` itself (anyio's trio backend objects delegate to a trio lock).
+    """
+    caller = lock
+    if measured is not None:
+        lock = measured
     try:
         contended = bool(contended_check(lock))
     except Exception as error:
@@ -235,7 +244,7 @@ async def _contended(
         contended = False
     start = time.perf_counter()
     try:
-        result = await original(lock, *args, **kwargs)
+        result = await original(caller, *args, **kwargs)
     except BaseException as raised:
         if contended and core.ACTIVE and is_cancellation(raised):
             _report_failed_wait(lock, kind, time.perf_counter() - start, current_task)

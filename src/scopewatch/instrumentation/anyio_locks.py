@@ -2,9 +2,10 @@
 
 ``anyio.Lock()`` etc. are factories returning backend classes (``anyio._backends._asyncio.Lock``
 ...), which anyio imports lazily; each module is patched when it is imported (a post-import hook,
-inert after ``uninstall()``). asyncio backend: all four. trio backend: ``Lock`` and ``Semaphore``
-(its ``CapacityLimiter`` delegates straight to trio and is not measured). ``Condition`` is
-measured through its lock, which reports the Condition's name and kind. The ``*Adapter`` classes
+inert after ``uninstall()``). asyncio backend: all four. trio backend: ``Lock``, ``Semaphore``
+and ``CapacityLimiter`` delegate to trio objects, which ``trio_locks`` measures; each is linked
+to its trio object, which then reports the anyio kind and name. ``Condition`` is measured
+through its lock, which reports the Condition's name and kind. The ``*Adapter`` classes
 (created outside an event loop) report through the backend object they create on first use.
 """
 
@@ -17,7 +18,7 @@ from scopewatch import semconv
 from scopewatch._core import frames
 from scopewatch._core import locks as core
 from scopewatch.instrumentation import _lock_wrappers as wrappers
-from scopewatch.instrumentation import _patching
+from scopewatch.instrumentation import _patching, trio_locks
 from scopewatch.telemetry import locks as telemetry
 
 if TYPE_CHECKING:
@@ -198,27 +199,86 @@ def _asyncio_deadline(task: Any) -> bool:
 
 # --- trio backend ------------------------------------------------------------------------------
 
-
-def _trio_lock_busy(lock: Any) -> Any:
-    return lock.locked()
-
-
-def _trio_semaphore_busy(lock: Any) -> Any:
-    return lock.value <= 0
+_TRIO_INNER = {
+    "Lock": "_Lock__original",
+    "Semaphore": "_Semaphore__original",
+    "CapacityLimiter": "_CapacityLimiter__original",
+}
+"""anyio trio-backend class -> the slot holding the trio object it delegates to."""
 
 
 def _patch_trio_backend(module: ModuleType) -> None:
+    """Link each backend object to its trio object, which ``trio_locks`` measures.
+
+    Only ``fast_acquire=True`` locks and semaphores need more: they take the trio object's
+    ``acquire_nowait`` (measured) and park on its lot directly, so their waits are timed here.
+    """
     import trio
 
     current = _patching.safe_current_task(trio.lowlevel.current_task)
-    for cls_name, kind, busy, multi in (
-        ("Lock", semconv.LOCK_KIND_ANYIO_LOCK, _trio_lock_busy, False),
-        ("Semaphore", semconv.LOCK_KIND_ANYIO_SEMAPHORE, _trio_semaphore_busy, True),
-    ):
+    fast = {
+        "Lock": (semconv.LOCK_KIND_ANYIO_LOCK, trio_locks.lock_busy, False),
+        "Semaphore": (semconv.LOCK_KIND_ANYIO_SEMAPHORE, trio_locks.semaphore_busy, True),
+    }
+    for cls_name, attribute in _TRIO_INNER.items():
         cls = getattr(module, cls_name, None)
-        if cls is None or "acquire" not in cls.__dict__:
+        if cls is None or "acquire" not in cls.__dict__:  # anyio < 4.5: no backend class
             continue
-        _patch_common(cls, kind, busy, multi, current)
+        _patch_trio_class(cls, attribute, fast.get(cls_name), current)
+
+
+def _patch_trio_class(
+    cls: type, attribute: str, fast: tuple[str, Any, bool] | None, current: Any
+) -> None:
+    _patches.patch(cls, "__init__", lambda original: _linking_init(original, attribute))
+    if fast is not None:
+        kind, busy, multi = fast
+        _patches.patch(
+            cls,
+            "acquire",
+            lambda original: _fast_acquire(original, attribute, kind, busy, multi, current),
+        )
+
+
+def _linking_init(original: Any, attribute: str) -> Any:
+    init = wrappers.make_init(original, _kind_of)
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        if core.ACTIVE:
+            try:
+                inner = getattr(self, attribute, None)
+                if inner is not None:
+                    kind = _kind_of(type(self))
+                    core.link(inner, kind, self, kind)
+            except Exception as error:
+                wrappers.fail(error)
+
+    return __init__
+
+
+def _fast_acquire(
+    original: Any, attribute: str, kind: str, busy: Any, multi: bool, current: Any
+) -> Any:
+    """``acquire`` timing the contended ``fast_acquire`` path (others are measured by trio's)."""
+
+    async def acquire(self: Any) -> Any:
+        if not core.ACTIVE:
+            return await original(self)
+        try:
+            inner = getattr(self, attribute) if self._fast_acquire else None
+            waiting = inner is not None and busy(inner)
+        except Exception as error:
+            wrappers.fail(error)
+            waiting = False
+        if not waiting:
+            return await original(self)
+        return await wrappers.timed_acquire(
+            self, original, (), {}, kind, busy, multi, current, False, True, measured=inner
+        )
+
+    acquire.__wrapped__ = original  # type: ignore[attr-defined]
+    return acquire
 
 
 # --- backend-neutral classes -------------------------------------------------------------------
