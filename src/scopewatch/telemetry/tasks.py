@@ -10,6 +10,7 @@ from opentelemetry import context, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from scopewatch import semconv
+from scopewatch.telemetry import _sdk_calls
 from scopewatch.telemetry.scopes import report_violation
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ class TaskTelemetry:
         self._describe(span, record, task, outcome)
         if violation is not None:
             report_violation(self._runtime, span, violation)
-        span.end()
+        _sdk_calls.end(span)
 
     def abandoned(self, record: TaskRecord, task: Any) -> None:
         """A task never finished: its loop closed. Always reported (it is anomalous)."""
@@ -86,7 +87,7 @@ class TaskTelemetry:
             span = self._start_late(record, time.perf_counter() - record.start, "")
         span.set_attributes(self._attributes(record, task))
         span.set_status(Status(StatusCode.ERROR, _PENDING_AT_CLOSE))
-        span.end()
+        _sdk_calls.end(span)
 
     # --- live spans (``all``) ---------------------------------------------------------------
 
@@ -97,9 +98,12 @@ class TaskTelemetry:
         the current span and spans created inside the task nest under it.
         """
         parent = record.parent_context
-        span = self._tracer.start_span(
-            record.info.span_name, context=parent, kind=SpanKind.INTERNAL
-        )
+        try:
+            span = self._tracer.start_span(
+                record.info.span_name, context=parent, kind=SpanKind.INTERNAL
+            )
+        except Exception as error:
+            span = _sdk_calls.start_failed(error)
         record.span = span
         record.span_context = span.get_span_context()
         return context.attach(trace.set_span_in_context(span, parent))
@@ -132,7 +136,7 @@ class TaskTelemetry:
         span = record.span
         if span is not None:
             record.span = None
-            span.end()
+            _sdk_calls.end(span)
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -159,13 +163,16 @@ class TaskTelemetry:
             and cancel.span_context is not None
         ):
             links.append(Link(cancel.span_context))
-        span = self._tracer.start_span(
-            record.info.span_name,
-            context=record.parent_context,
-            kind=SpanKind.INTERNAL,
-            start_time=time.time_ns() - int(duration * 1e9),
-            links=links,
-        )
+        try:
+            span = self._tracer.start_span(
+                record.info.span_name,
+                context=record.parent_context,
+                kind=SpanKind.INTERNAL,
+                start_time=time.time_ns() - int(duration * 1e9),
+                links=links,
+            )
+        except Exception as error:
+            span = _sdk_calls.start_failed(error)
         record.span = span
         record.span_context = span.get_span_context()
         return span
