@@ -184,8 +184,10 @@ listener = Listener()
 
 
 def _connected() -> bool:
-    debugpy = sys.modules.get("debugpy")
-    return debugpy is not None and bool(debugpy.is_client_connected())
+    # While debugpy is being imported (by our listener thread, or anyone), sys.modules holds
+    # the half-initialised module: it has no is_client_connected yet, and nobody is connected.
+    is_client_connected = getattr(sys.modules.get("debugpy"), "is_client_connected", None)
+    return is_client_connected is not None and bool(is_client_connected())
 
 
 def _wait_for_client(seconds: float) -> bool:
