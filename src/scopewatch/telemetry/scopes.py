@@ -19,7 +19,7 @@ from scopewatch._core.records import ScopeRecord, Violation
 from scopewatch.telemetry import _sdk_calls
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import Span, SpanContext
+    from opentelemetry.trace import Span, SpanContext, Tracer
 
     from scopewatch._core.tracker import ExitFacts
     from scopewatch._runtime import Runtime
@@ -75,12 +75,17 @@ class ScopeTelemetry:
         settings = runtime.settings
         self._runtime = runtime
         self._tracer = runtime.tracer
+        _sdk_calls.on_provider_shutdown(runtime, self._use_tracer)
         self._instruments = runtime.instruments
         self._all = settings.spans == "all"
         self._anomalies = settings.spans == "anomalies"
         self._slow = settings.slow_threshold
         self._notes = settings.exception_notes and sys.version_info >= (3, 11)
         self._duration_attributes: dict[tuple[str, str], dict[str, str]] = {}
+
+    def _use_tracer(self, tracer: Tracer) -> None:
+        """Start spans on ``tracer`` from now on (a no-op one once the provider shut down)."""
+        self._tracer = tracer
 
     # --- ScopeSink --------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from scopewatch.telemetry import _sdk_calls
 from scopewatch.telemetry.scopes import violation_event_attributes, violation_listeners
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import SpanContext
+    from opentelemetry.trace import SpanContext, Tracer
 
     from scopewatch._runtime import Runtime
 
@@ -70,9 +70,14 @@ class SessionTelemetry:
 
     def __init__(self, runtime: Runtime) -> None:
         self._tracer = runtime.tracer
+        _sdk_calls.on_provider_shutdown(runtime, self._use_tracer)
         self._active = runtime.instruments.session_active
         self._duration = runtime.instruments.session_duration
         self._depth = runtime.settings.stack_depth or _STACK_DEPTH
+
+    def _use_tracer(self, tracer: Tracer) -> None:
+        """Start spans on ``tracer`` from now on (a no-op one once the provider shut down)."""
+        self._tracer = tracer
 
     def open(self, kind: str, name: str | None, attach: bool, frame: Any) -> core.SessionRecord:
         """Start a session: span, ``session.active`` +1, and (``attach``) make it current."""

@@ -16,7 +16,7 @@ from scopewatch.telemetry.scopes import report_violation
 if TYPE_CHECKING:
     import contextvars
 
-    from opentelemetry.trace import Span, SpanContext
+    from opentelemetry.trace import Span, SpanContext, Tracer
 
     from scopewatch._core.records import Violation
     from scopewatch._core.tasks import TaskRecord
@@ -32,6 +32,7 @@ class TaskTelemetry:
         settings = runtime.settings
         self._runtime = runtime
         self._tracer = runtime.tracer
+        _sdk_calls.on_provider_shutdown(runtime, self._use_tracer)
         self._durations = runtime.instruments.task_duration
         self.live_spans = settings.spans == "all"
         """Spans start when a task is created (``all``); otherwise they are made afterwards."""
@@ -45,6 +46,10 @@ class TaskTelemetry:
                 semconv.OUTCOME_CANCELLED,
             )
         }
+
+    def _use_tracer(self, tracer: Tracer) -> None:
+        """Start spans on ``tracer`` from now on (a no-op one once the provider shut down)."""
+        self._tracer = tracer
 
     # --- TaskSink ---------------------------------------------------------------------------
 
