@@ -110,6 +110,14 @@ class Listener:
 
     def _listen(self, host: str, port: int, rule: str) -> None:
         try:
+            self._open(host, port, rule)
+        except Exception:  # only logging can raise here (a broken handler): nothing to do
+            pass
+        finally:
+            self.ready.set()  # waiters must never wait for a thread that died
+
+    def _open(self, host: str, port: int, rule: str) -> None:
+        try:
             debugpy = importlib.import_module("debugpy")
         except Exception as error:  # ImportError, or a broken installation
             _logger.warning(
@@ -119,7 +127,6 @@ class Listener:
                 type(error).__name__,
                 error,
             )
-            self.ready.set()
             return
         try:
             self._configure(debugpy)
@@ -153,8 +160,6 @@ class Listener:
                 self.address[0],
                 self.address[1],
             )
-        finally:
-            self.ready.set()
 
     @staticmethod
     def _configure(debugpy: Any) -> None:
