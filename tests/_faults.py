@@ -72,6 +72,12 @@ class Hang:
         """Let every current and future waiter go."""
         self._released.set()
 
+    def release_after(self, seconds: float) -> None:
+        """Release from a timer thread (a hang that ends by itself, like a slow backend)."""
+        timer = threading.Timer(seconds, self.release)
+        timer.daemon = True
+        timer.start()
+
 
 # --- the workload -------------------------------------------------------------------------------
 

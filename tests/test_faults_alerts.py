@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from _fault_parts import BrokenHandler, fake_debugpy, fresh_listener, root_handler
 from _faults import (
     HANG_SECONDS,
     LOGGER,
     ROUNDS,
     VIOLATIONS_PER_ROUND,
     Hang,
-    InjectedFault,
     baseline,
     errors,
     production,
@@ -36,48 +35,17 @@ from scopewatch import semconv
 from scopewatch.alerts import debugger
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
     from pathlib import Path
 
     from _faults import Setup
 
-__all__ = ("production", "setup_factory")  # fixtures used by name below
+# fixtures, used by name below
+__all__ = ("fresh_listener", "production", "root_handler", "setup_factory")
 
 VIOLATIONS = ROUNDS * VIOLATIONS_PER_ROUND
 DEBUGPY_RULE = "dbg: scopewatch.violation.kind == cross_task_exit cooldown 0 -> debugpy, log"
 pytestmark = pytest.mark.usefixtures("production")
-
-
-class BrokenHandler(logging.Handler):
-    """A logging handler whose ``emit`` raises (or first hangs) on scopewatch's records."""
-
-    def __init__(self, hang: Hang | None = None) -> None:
-        super().__init__()
-        self.hang = hang
-        self.calls = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.name != LOGGER:
-            return
-        self.calls += 1
-        if self.hang is not None:
-            self.hang.wait()
-            return
-        raise InjectedFault("log shipper down")
-
-
-@pytest.fixture
-def root_handler() -> Iterator[Callable[[logging.Handler], None]]:
-    """Add a handler to the root logger after caplog's (so caplog still sees each record)."""
-    added: list[logging.Handler] = []
-
-    def add(handler: logging.Handler) -> None:
-        logging.getLogger().addHandler(handler)
-        added.append(handler)
-
-    yield add
-    for handler in added:
-        logging.getLogger().removeHandler(handler)
 
 
 def alert_counts(setup: Setup) -> dict[str, int]:
@@ -118,7 +86,7 @@ def test_log_action_behind_a_hanging_handler_delays_but_does_not_change_the_app(
     expected = baseline()
     setup = setup_factory()
     hang = Hang()
-    threading.Timer(0.2, hang.release).start()
+    hang.release_after(0.2)
     with caplog.at_level(logging.WARNING, LOGGER):
         root_handler(BrokenHandler(hang))
         try:
@@ -130,23 +98,6 @@ def test_log_action_behind_a_hanging_handler_delays_but_does_not_change_the_app(
     assert len(warnings(caplog)) == VIOLATIONS
 
 
-def _fake_debugpy(tmp_path: Path, body: str) -> None:
-    package = tmp_path / "debugpy"
-    package.mkdir()
-    (package / "__init__.py").write_text(body)
-
-
-@pytest.fixture
-def fresh_listener(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> debugger.Listener:
-    """A new process-wide listener, and ``debugpy`` importable only from ``tmp_path``."""
-    listener = debugger.Listener()
-    monkeypatch.setattr(debugger, "listener", listener)
-    for name in [name for name in sys.modules if name == "debugpy" or name.startswith("debugpy.")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return listener
-
-
 def test_debugpy_import_raising_is_reported_once_and_rules_go_on(
     setup_factory: Callable[..., Setup],
     caplog: pytest.LogCaptureFixture,
@@ -154,7 +105,7 @@ def test_debugpy_import_raising_is_reported_once_and_rules_go_on(
     tmp_path: Path,
 ) -> None:
     expected = baseline()
-    _fake_debugpy(tmp_path, "raise RuntimeError('broken debugpy install')\n")
+    fake_debugpy(tmp_path, "raise RuntimeError('broken debugpy install')\n")
     setup = setup_factory(rules=DEBUGPY_RULE, debugpy=True)
     with caplog.at_level(logging.WARNING, LOGGER):
         assert run_workload() == expected
@@ -183,7 +134,7 @@ def test_debugpy_import_hanging_does_not_hold_the_app(
     expected = baseline()
     gate = f"_scopewatch_gate_{uuid.uuid4().hex}"
     (tmp_path / f"{gate}.py").write_text("import threading\nrelease = threading.Event()\n")
-    _fake_debugpy(
+    fake_debugpy(
         tmp_path,
         f"import {gate}\n{gate}.release.wait({HANG_SECONDS})\nraise ImportError('gave up')\n",
     )

@@ -14,13 +14,9 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from opentelemetry.sdk.metrics.export import (
-    MetricExporter,
-    MetricExportResult,
-    MetricReader,
-    PeriodicExportingMetricReader,
-)
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
+from _fault_parts import FaultyMetricExporter, RaisingReader
 from _faults import (
     BURST,
     HANG_SECONDS,
@@ -28,7 +24,6 @@ from _faults import (
     ROUNDS,
     VIOLATIONS_PER_ROUND,
     Hang,
-    InjectedFault,
     alert_firings,
     baseline,
     errors,
@@ -48,49 +43,6 @@ __all__ = ("production", "setup_factory")  # fixtures used by name below
 
 VIOLATIONS = ROUNDS * VIOLATIONS_PER_ROUND
 pytestmark = pytest.mark.usefixtures("production")
-
-
-class FaultyMetricExporter(MetricExporter):
-    """A metric exporter whose every export raises, or hangs (bounded) when given a hang."""
-
-    def __init__(self, hang: Hang | None = None) -> None:
-        super().__init__()
-        self.hang = hang
-        self.called = threading.Event()
-
-    def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> Any:
-        self.called.set()
-        if self.hang is not None:
-            self.hang.wait()
-            return MetricExportResult.SUCCESS
-        raise InjectedFault("metrics backend down")
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return True
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        """Nothing to release."""
-
-
-class RaisingReader(MetricReader):
-    """A pull reader (think of a scrape endpoint) whose handling of collected data raises."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.failures = 0
-
-    def _receive_metrics(self, metrics_data: Any, timeout_millis: float = 10_000, **_: Any) -> None:
-        raise InjectedFault("scrape handler bug")
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        """Nothing to release."""
-
-    def scrape(self) -> None:
-        """What a scrape thread does: collect, and survive the reader's failure."""
-        try:
-            self.collect()
-        except InjectedFault:
-            self.failures += 1
 
 
 def durations(setup: Setup, metric: str) -> int:
@@ -123,7 +75,7 @@ def test_raising_metric_exporter_changes_nothing(
 ) -> None:
     expected = baseline()
     exporter = FaultyMetricExporter()
-    periodic = PeriodicExportingMetricReader(exporter, export_interval_millis=5)
+    periodic = PeriodicExportingMetricReader(exporter, export_interval_millis=20)
     setup = setup_factory(metric_readers=(periodic,))
     assert exporter.called.wait(HANG_SECONDS)
     assert run(caplog) == expected
@@ -137,7 +89,7 @@ def test_hanging_metric_exporter_does_not_hold_the_app(
 ) -> None:
     expected = baseline()
     hang = Hang()
-    periodic = PeriodicExportingMetricReader(FaultyMetricExporter(hang), export_interval_millis=5)
+    periodic = PeriodicExportingMetricReader(FaultyMetricExporter(hang), export_interval_millis=20)
     setup = setup_factory(metric_readers=(periodic,))
     try:
         assert hang.entered.wait(HANG_SECONDS)  # the periodic export is stuck from now on

@@ -13,20 +13,14 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from opentelemetry.sdk.trace import SpanProcessor
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    SimpleSpanProcessor,
-    SpanExporter,
-    SpanExportResult,
-)
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
+from _fault_parts import FaultyProcessor, HangingExporter, RaisingExporter
 from _faults import (
     LOGGER,
     ROUNDS,
     VIOLATIONS_PER_ROUND,
     Hang,
-    InjectedFault,
     alert_firings,
     baseline,
     errors,
@@ -37,9 +31,7 @@ from _faults import (
 from scopewatch import semconv
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
-
-    from opentelemetry.sdk.trace import ReadableSpan
+    from collections.abc import Callable
 
     from _faults import Setup
 
@@ -47,57 +39,6 @@ __all__ = ("production", "setup_factory")  # fixtures used by name below
 
 VIOLATIONS = ROUNDS * VIOLATIONS_PER_ROUND
 pytestmark = pytest.mark.usefixtures("production")
-
-
-class RaisingExporter(SpanExporter):
-    """An exporter whose every export raises."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.calls += 1
-        raise InjectedFault("exporter down")
-
-    def shutdown(self) -> None:
-        """Nothing to release."""
-
-
-class HangingExporter(SpanExporter):
-    """An exporter whose every export blocks until released (bounded)."""
-
-    def __init__(self, hang: Hang) -> None:
-        self.hang = hang
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.hang.wait()
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        """Nothing to release."""
-
-
-class FaultyProcessor(SpanProcessor):
-    """A span processor that raises (or hangs) in ``on_start`` and/or ``on_end``."""
-
-    def __init__(self, on_start: bool = False, on_end: bool = False, hang: Hang | None = None):
-        self.raise_on_start = on_start
-        self.raise_on_end = on_end
-        self.hang = hang
-        self.starts = 0
-        self.ends = 0
-
-    def on_start(self, span: Any, parent_context: Any = None) -> None:
-        self.starts += 1
-        if self.raise_on_start:
-            raise InjectedFault("on_start bug")
-
-    def on_end(self, span: ReadableSpan) -> None:
-        self.ends += 1
-        if self.hang is not None and self.ends <= 3:  # the first few ends hang
-            self.hang.wait()
-        if self.raise_on_end:
-            raise InjectedFault("on_end bug")
 
 
 def run(caplog: pytest.LogCaptureFixture, between: Callable[[], None] | None = None) -> list[Any]:
@@ -186,14 +127,7 @@ def test_span_processor_hanging_on_end_delays_but_does_not_change_the_app(
     hang = Hang()
     faulty = FaultyProcessor(hang=hang)
     setup = setup_factory(span_processors=(faulty,), spans="all")
-    hang_bound = 0.2
-
-    def release_soon() -> None:
-        import threading
-
-        threading.Timer(hang_bound, hang.release).start()
-
-    release_soon()
+    hang.release_after(0.2)
     try:
         assert run(caplog) == expected
     finally:
