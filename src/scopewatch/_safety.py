@@ -2,12 +2,16 @@
 
 A failure in scopewatch's own code is caught (``Exception`` only, never ``BaseException``, so
 ``CancelledError`` and ``KeyboardInterrupt`` pass untouched), logged once with its traceback,
-and the part that failed is switched off for the rest of the process. Under scopewatch's own
-test suite (``SCOPEWATCH_STRICT=1``) the error is re-raised instead, so bugs cannot hide.
+and the part that failed is switched off for the rest of the process. Code that is not ours but
+that scopewatch calls (a span processor of the user's tracer provider) cannot be switched off:
+its failure is logged once and scopewatch carries on. Logging itself never raises into the
+application (a broken logging handler is ignored). Under scopewatch's own test suite
+(``SCOPEWATCH_STRICT=1``) the error is re-raised instead, so bugs cannot hide.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -38,7 +42,8 @@ class Part:
         if not self.enabled:
             return
         self.enabled = False
-        _logger.error(
+        _log(
+            logging.ERROR,
             "scopewatch: %s failed and is disabled for the rest of this process; the "
             "application is not affected. Please report this with the traceback below.",
             self.name,
@@ -79,4 +84,34 @@ def warn_once(key: str, message: str, *args: object) -> None:
     if key in _warned:
         return
     _warned.add(key)
-    _logger.warning(message, *args)
+    _log(logging.WARNING, message, *args)
+
+
+def outside_failed(key: str, what: str, error: Exception) -> None:
+    """Code that is not scopewatch's, called by it, raised ``error``: log it once per ``key``.
+
+    Such code (``what``, e.g. "a span processor's on_end") is not ours to switch off, so
+    scopewatch carries on and calls it again next time; only the first failure is logged.
+
+    Raises:
+        Exception: ``error`` again under ``SCOPEWATCH_STRICT=1`` (it may be our own bug).
+    """
+    if key not in _warned:
+        _warned.add(key)
+        _log(
+            logging.ERROR,
+            "scopewatch: %s raised %s; scopewatch carries on without it and the application "
+            "is not affected (logged once: later failures are silent). This is not an error "
+            "of scopewatch: see the traceback below.",
+            what,
+            type(error).__name__,
+            exc_info=error,
+        )
+    if STRICT:
+        raise error
+
+
+def _log(level: int, message: str, *args: object, exc_info: Exception | None = None) -> None:
+    """Log, never raising: a broken logging handler must not reach the application."""
+    with contextlib.suppress(Exception):
+        _logger.log(level, message, *args, exc_info=exc_info)

@@ -51,7 +51,8 @@ OTEL_PYTHON_SCOPEWATCH_DEBUGPY_WAIT: Final = "OTEL_PYTHON_SCOPEWATCH_DEBUGPY_WAI
 """Seconds the violating thread may wait for a debugger client before breaking (default ``0``)."""
 
 OTEL_PYTHON_SCOPEWATCH_MAX_TRACKED: Final = "OTEL_PYTHON_SCOPEWATCH_MAX_TRACKED"
-"""Bound on concurrently tracked scopes and tasks (default ``100000``)."""
+"""Bound on concurrently tracked scopes and tasks (default ``100000``); beyond it new ones are
+counted in ``scopewatch.untracked`` but not tracked, and one warning says so."""
 
 OTEL_PYTHON_SCOPEWATCH_CONFIG_FILE: Final = "OTEL_PYTHON_SCOPEWATCH_CONFIG_FILE"
 """A YAML or JSON file whose lower-case keys are the setting names above."""

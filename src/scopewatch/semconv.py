@@ -147,6 +147,11 @@ METRIC_LOCK_CONTENTIONS: Final = "scopewatch.lock.contentions"
 METRIC_SESSION_ACTIVE: Final = "scopewatch.session.active"
 METRIC_SESSION_DURATION: Final = "scopewatch.session.duration"
 METRIC_ALERTS: Final = "scopewatch.alerts"
+METRIC_UNTRACKED: Final = "scopewatch.untracked"
+"""Scopes and tasks not tracked because ``MAX_TRACKED`` of them were already tracked."""
+UNTRACKED_KIND: Final = "scopewatch.untracked.kind"
+UNTRACKED_SCOPE: Final = "scope"
+UNTRACKED_TASK: Final = "task"
 
 UNIT_VIOLATION: Final = "{violation}"
 UNIT_SECONDS: Final = "s"
@@ -154,6 +159,7 @@ UNIT_TASK: Final = "{task}"
 UNIT_ACQUISITION: Final = "{acquisition}"
 UNIT_SESSION: Final = "{session}"
 UNIT_ALERT: Final = "{alert}"
+UNIT_UNTRACKED: Final = "{item}"
 
 # Bucket advice for histograms in seconds (the SDK default buckets are meant for milliseconds).
 SECONDS_BUCKETS: Final = (

@@ -173,6 +173,9 @@ class TaskTracker:
         self.on_error: Callable[[Exception], None] = _raise
         """Called with an error of scopewatch's own in a done callback (the safety part)."""
         self.untracked = 0
+        """Tasks not tracked because ``max_tracked`` tracked tasks were running."""
+        self.bound_reached: Callable[[str, int], None] | None = None
+        """Called with ``("task", max_tracked)`` the first time a task is not tracked."""
         self._codes: dict[Any, CodeInfo | _Unwrap | None] = {}
         self._foreign: weakref.WeakKeyDictionary[Any, TaskRecord] = weakref.WeakKeyDictionary()
         self._current_context = sink.current_context
@@ -183,6 +186,8 @@ class TaskTracker:
         """A record for a task about to be created for ``coro``, or ``None`` (not tracked)."""
         if self.active >= self.max_tracked:
             self.untracked += 1
+            if self.untracked == 1 and self.bound_reached is not None:
+                self.bound_reached(semconv.UNTRACKED_TASK, self.max_tracked)
             return None
         try:
             code = coro.cr_code

@@ -96,6 +96,8 @@ class ScopeTracker:
         self.max_tracked = max_tracked
         self.untracked = 0
         """Scopes not tracked because ``max_tracked`` was reached."""
+        self.bound_reached: Callable[[str, int], None] | None = None
+        """Called with ``("scope", max_tracked)`` the first time a scope is not tracked."""
         self.task_cancel_info = task_cancel_info
         """Who called ``Task.cancel()`` on a task (set by the tasks feature)."""
         self._by_scope: dict[int, ScopeRecord] = {}
@@ -119,6 +121,8 @@ class ScopeTracker:
         """Record that ``task`` entered ``obj``; ``frame`` is the frame that entered it."""
         if len(self._by_scope) >= self.max_tracked:
             self.untracked += 1
+            if self.untracked == 1 and self.bound_reached is not None:
+                self.bound_reached(semconv.UNTRACKED_SCOPE, self.max_tracked)
             return None
         if self.stack_depth:
             captured, asyncgen, asyncgen_frame = frames.capture(frame, self.stack_depth)

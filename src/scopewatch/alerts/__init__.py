@@ -20,7 +20,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scopewatch.alerts.inline import parse_rules
 from scopewatch.alerts.rules import (
@@ -147,7 +147,25 @@ def install(runtime: Runtime) -> None:
         processor = AlertProcessor(runtime, _effective())
         _by_provider[provider] = processor
         _processor = processor
+    _add_first(provider, processor)
+
+
+def _add_first(provider: Any, processor: AlertProcessor) -> None:
+    """Add ``processor`` to ``provider`` ahead of the processors already there.
+
+    The SDK calls span processors in order and stops at the first whose ``on_end`` raises: a
+    broken processor of the application's must not keep rules from seeing spans. Reordering
+    reads the SDK's multi-processor (no public API for it); any other shape keeps the order.
+    """
     provider.add_span_processor(processor)
+    multi = getattr(provider, "_active_span_processor", None)
+    lock = getattr(multi, "_lock", None)
+    if lock is None or type(getattr(multi, "_span_processors", None)) is not tuple:
+        return
+    with lock:
+        current = multi._span_processors  # type: ignore[union-attr]
+        if current and current[-1] is processor:
+            multi._span_processors = (processor, *current[:-1])  # type: ignore[union-attr]
 
 
 def uninstall() -> None:

@@ -110,6 +110,14 @@ class Listener:
 
     def _listen(self, host: str, port: int, rule: str) -> None:
         try:
+            self._open(host, port, rule)
+        except Exception:  # only logging can raise here (a broken handler): nothing to do
+            pass
+        finally:
+            self.ready.set()  # waiters must never wait for a thread that died
+
+    def _open(self, host: str, port: int, rule: str) -> None:
+        try:
             debugpy = importlib.import_module("debugpy")
         except Exception as error:  # ImportError, or a broken installation
             _logger.warning(
@@ -119,7 +127,6 @@ class Listener:
                 type(error).__name__,
                 error,
             )
-            self.ready.set()
             return
         try:
             self._configure(debugpy)
@@ -153,8 +160,6 @@ class Listener:
                 self.address[0],
                 self.address[1],
             )
-        finally:
-            self.ready.set()
 
     @staticmethod
     def _configure(debugpy: Any) -> None:
@@ -184,8 +189,10 @@ listener = Listener()
 
 
 def _connected() -> bool:
-    debugpy = sys.modules.get("debugpy")
-    return debugpy is not None and bool(debugpy.is_client_connected())
+    # While debugpy is being imported (by our listener thread, or anyone), sys.modules holds
+    # the half-initialised module: it has no is_client_connected yet, and nobody is connected.
+    is_client_connected = getattr(sys.modules.get("debugpy"), "is_client_connected", None)
+    return is_client_connected is not None and bool(is_client_connected())
 
 
 def _wait_for_client(seconds: float) -> bool:

@@ -14,6 +14,7 @@ from scopewatch.alerts import debugger, explain
 from scopewatch.alerts.engine import Engine, SpanFacts
 from scopewatch.alerts.rules import DEFAULT_RULE_NAME
 from scopewatch.environment_variables import OTEL_PYTHON_SCOPEWATCH_DEFAULT_RULE
+from scopewatch.telemetry import _sdk_calls
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -160,7 +161,9 @@ class AlertProcessor(SpanProcessor):
         return attributes
 
     def shutdown(self) -> None:
-        """The provider shuts down: become inert."""
+        """The provider shuts down: become inert, and start no more scopewatch spans on it."""
+        if self.active:
+            _sdk_calls.provider_shut_down(self._runtime)
         self.active = False
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:

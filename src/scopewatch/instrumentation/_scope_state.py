@@ -11,6 +11,7 @@ from scopewatch import semconv
 from scopewatch._core import frames
 from scopewatch._core.tracker import ExitFacts, ScopeTracker
 from scopewatch._safety import Part
+from scopewatch.telemetry.metrics import warn_bound_reached
 from scopewatch.telemetry.scopes import ScopeTelemetry
 
 if TYPE_CHECKING:
@@ -28,6 +29,9 @@ def acquire(runtime: Runtime) -> ScopeTracker:
     if tracker is None:
         settings = runtime.settings
         tracker = ScopeTracker(ScopeTelemetry(runtime), settings.stack_depth, settings.max_tracked)
+        tracker.bound_reached = warn_bound_reached
+        scopes = tracker
+        runtime.instruments.set_untracked(semconv.UNTRACKED_SCOPE, lambda: scopes.untracked)
         runtime.extras["scopes"] = tracker
         PART.reset()
     _users += 1

@@ -17,11 +17,13 @@ import contextvars
 import sys
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from scopewatch import semconv
 from scopewatch._core import cancels, frames
 from scopewatch._core.tasks import RECORD_ATTRIBUTE, TaskRecord, TaskTracker
 from scopewatch._safety import Part
 from scopewatch.instrumentation import _scope_state
 from scopewatch.instrumentation._patching import when_imported
+from scopewatch.telemetry.metrics import warn_bound_reached
 from scopewatch.telemetry.tasks import TaskTelemetry
 
 if TYPE_CHECKING:
@@ -116,6 +118,8 @@ def install(runtime: Runtime) -> None:
         _scope_cancel,
     )
     tracker.on_error = PART.fail
+    tracker.bound_reached = warn_bound_reached
+    runtime.instruments.set_untracked(semconv.UNTRACKED_TASK, lambda: tracker.untracked)
     _telemetry, _tracker, _live = telemetry, tracker, telemetry.live_spans
     runtime.extras["tasks"] = tracker
     runtime.instruments.set_active_tasks(lambda: tracker.active)

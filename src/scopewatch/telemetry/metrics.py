@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from scopewatch import semconv
+from scopewatch import _safety, semconv
+from scopewatch.environment_variables import OTEL_PYTHON_SCOPEWATCH_MAX_TRACKED
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
@@ -84,6 +85,7 @@ class Instruments:
         self.meter = meter
         self._flushers: list[Callable[[], None]] = []
         self._active_tasks: Callable[[], int] = lambda: 0
+        self._untracked: dict[str, Callable[[], int]] = {}
         self.violations = meter.create_counter(
             semconv.METRIC_VIOLATIONS,
             unit=semconv.UNIT_VIOLATION,
@@ -129,6 +131,12 @@ class Instruments:
             unit=semconv.UNIT_TASK,
             description="asyncio tasks currently running (0 while the tasks feature is off)",
         )
+        meter.create_observable_counter(
+            semconv.METRIC_UNTRACKED,
+            callbacks=[self._collect_untracked],
+            unit=semconv.UNIT_UNTRACKED,
+            description="Scopes and tasks not tracked because MAX_TRACKED were already tracked",
+        )
 
     def add_flusher(self, flusher: Callable[[], None]) -> None:
         """Run ``flusher`` at every collection, before the data is read."""
@@ -137,6 +145,10 @@ class Instruments:
     def set_active_tasks(self, count: Callable[[], int]) -> None:
         """Report ``count()`` as ``scopewatch.task.active``."""
         self._active_tasks = count
+
+    def set_untracked(self, kind: str, count: Callable[[], int]) -> None:
+        """Report ``count()`` as ``scopewatch.untracked`` of ``kind`` (``scope`` or ``task``)."""
+        self._untracked[kind] = count
 
     def flush(self) -> None:
         """Replay every deferred measurement now."""
@@ -147,3 +159,29 @@ class Instruments:
         del options
         self.flush()
         return [Observation(self._active_tasks())]
+
+    def _collect_untracked(self, options: CallbackOptions) -> Iterable[Observation]:
+        del options
+        return [
+            Observation(count(), {semconv.UNTRACKED_KIND: kind})
+            for kind, count in list(self._untracked.items())
+        ]
+
+
+def warn_bound_reached(kind: str, bound: int) -> None:
+    """Say once per kind that ``MAX_TRACKED`` was reached and what that means."""
+    _safety.warn_once(
+        f"max_tracked.{kind}",
+        "scopewatch: %d %ss are tracked at once, the bound set by %s; further %ss are not "
+        "tracked (no span, no violation detection for them; the application is not affected) "
+        "until tracked ones finish. They are counted in the %s metric (%s=%s). Raise the bound "
+        "if that many is expected, or look for %ss that never finish.",
+        bound,
+        kind,
+        OTEL_PYTHON_SCOPEWATCH_MAX_TRACKED,
+        kind,
+        semconv.METRIC_UNTRACKED,
+        semconv.UNTRACKED_KIND,
+        kind,
+        kind,
+    )

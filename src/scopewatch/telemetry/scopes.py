@@ -16,9 +16,10 @@ from scopewatch import semconv
 from scopewatch._core import frames
 from scopewatch._core.explain import explain
 from scopewatch._core.records import ScopeRecord, Violation
+from scopewatch.telemetry import _sdk_calls
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import Span, SpanContext
+    from opentelemetry.trace import Span, SpanContext, Tracer
 
     from scopewatch._core.tracker import ExitFacts
     from scopewatch._runtime import Runtime
@@ -74,12 +75,17 @@ class ScopeTelemetry:
         settings = runtime.settings
         self._runtime = runtime
         self._tracer = runtime.tracer
+        _sdk_calls.on_provider_shutdown(runtime, self._use_tracer)
         self._instruments = runtime.instruments
         self._all = settings.spans == "all"
         self._anomalies = settings.spans == "anomalies"
         self._slow = settings.slow_threshold
         self._notes = settings.exception_notes and sys.version_info >= (3, 11)
         self._duration_attributes: dict[tuple[str, str], dict[str, str]] = {}
+
+    def _use_tracer(self, tracer: Tracer) -> None:
+        """Start spans on ``tracer`` from now on (a no-op one once the provider shut down)."""
+        self._tracer = tracer
 
     # --- ScopeSink --------------------------------------------------------------------------
 
@@ -89,9 +95,13 @@ class ScopeTelemetry:
         record.parent_context = current
         if not (self._all and record.user):
             return
-        span = self._tracer.start_span(
-            record.kind, context=current, kind=SpanKind.INTERNAL, start_time=record.start_ns
-        )
+        try:
+            span = self._tracer.start_span(
+                record.kind, context=current, kind=SpanKind.INTERNAL, start_time=record.start_ns
+            )
+        except Exception as error:
+            _sdk_calls.start_failed(error)
+            return  # no span now; one is made at exit if the scope is anomalous
         record.span = span
         attached = trace.set_span_in_context(span, current)
         record.attached_context = attached
@@ -141,13 +151,16 @@ class ScopeTelemetry:
         links = []
         if record.cancel is not None and record.cancel.span_context is not None:
             links.append(Link(record.cancel.span_context))
-        return self._tracer.start_span(
-            record.kind,
-            context=record.parent_context,
-            kind=SpanKind.INTERNAL,
-            start_time=record.start_ns,
-            links=links,
-        )
+        try:
+            return self._tracer.start_span(
+                record.kind,
+                context=record.parent_context,
+                kind=SpanKind.INTERNAL,
+                start_time=record.start_ns,
+                links=links,
+            )
+        except Exception as error:
+            return _sdk_calls.start_failed(error)
 
     def _detach(self, record: ScopeRecord) -> None:
         token = record.context_token
@@ -205,7 +218,7 @@ class ScopeTelemetry:
     def _end(self, span: Span, record: ScopeRecord, error: BaseException | None) -> None:
         for violation in record.violations:
             self._report(span, violation, error)
-        span.end()
+        _sdk_calls.end(span)
 
     def _report(self, span: Span, violation: Violation, error: BaseException | None) -> None:
         report_violation(self._runtime, span, violation, error if self._notes else None)

@@ -20,10 +20,11 @@ from scopewatch._core import frames
 from scopewatch._core import sessions as core
 from scopewatch._core.records import Violation
 from scopewatch._safety import Part
+from scopewatch.telemetry import _sdk_calls
 from scopewatch.telemetry.scopes import violation_event_attributes, violation_listeners
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import SpanContext
+    from opentelemetry.trace import SpanContext, Tracer
 
     from scopewatch._runtime import Runtime
 
@@ -69,9 +70,14 @@ class SessionTelemetry:
 
     def __init__(self, runtime: Runtime) -> None:
         self._tracer = runtime.tracer
+        _sdk_calls.on_provider_shutdown(runtime, self._use_tracer)
         self._active = runtime.instruments.session_active
         self._duration = runtime.instruments.session_duration
         self._depth = runtime.settings.stack_depth or _STACK_DEPTH
+
+    def _use_tracer(self, tracer: Tracer) -> None:
+        """Start spans on ``tracer`` from now on (a no-op one once the provider shut down)."""
+        self._tracer = tracer
 
     def open(self, kind: str, name: str | None, attach: bool, frame: Any) -> core.SessionRecord:
         """Start a session: span, ``session.active`` +1, and (``attach``) make it current."""
@@ -89,9 +95,12 @@ class SessionTelemetry:
             attributes[semconv.CODE_FUNCTION] = frames.qualname(code)
             attributes[semconv.CODE_FILE] = code.co_filename
             attributes[semconv.CODE_LINE] = line
-        record.span = self._tracer.start_span(
-            semconv.SPAN_SESSION_PREFIX + kind, attributes=attributes
-        )
+        try:
+            record.span = self._tracer.start_span(
+                semconv.SPAN_SESSION_PREFIX + kind, attributes=attributes
+            )
+        except Exception as error:
+            record.span = _sdk_calls.start_failed(error)
         if attach:
             record.context_token = context.attach(trace.set_span_in_context(record.span))
         self._active.add(1, {semconv.SESSION_KIND: kind})
@@ -132,7 +141,7 @@ class SessionTelemetry:
         if error is not None and outcome == semconv.OUTCOME_ERROR:
             span.record_exception(error)
             span.set_status(Status(StatusCode.ERROR, type(error).__name__))
-        span.end()
+        _sdk_calls.end(span)
         self._active.add(-1, {semconv.SESSION_KIND: record.kind})
         self._duration.record(
             time.perf_counter() - record.start,

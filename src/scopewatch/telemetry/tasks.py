@@ -10,12 +10,13 @@ from opentelemetry import context, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from scopewatch import semconv
+from scopewatch.telemetry import _sdk_calls
 from scopewatch.telemetry.scopes import report_violation
 
 if TYPE_CHECKING:
     import contextvars
 
-    from opentelemetry.trace import Span, SpanContext
+    from opentelemetry.trace import Span, SpanContext, Tracer
 
     from scopewatch._core.records import Violation
     from scopewatch._core.tasks import TaskRecord
@@ -31,6 +32,7 @@ class TaskTelemetry:
         settings = runtime.settings
         self._runtime = runtime
         self._tracer = runtime.tracer
+        _sdk_calls.on_provider_shutdown(runtime, self._use_tracer)
         self._durations = runtime.instruments.task_duration
         self.live_spans = settings.spans == "all"
         """Spans start when a task is created (``all``); otherwise they are made afterwards."""
@@ -44,6 +46,10 @@ class TaskTelemetry:
                 semconv.OUTCOME_CANCELLED,
             )
         }
+
+    def _use_tracer(self, tracer: Tracer) -> None:
+        """Start spans on ``tracer`` from now on (a no-op one once the provider shut down)."""
+        self._tracer = tracer
 
     # --- TaskSink ---------------------------------------------------------------------------
 
@@ -77,7 +83,7 @@ class TaskTelemetry:
         self._describe(span, record, task, outcome)
         if violation is not None:
             report_violation(self._runtime, span, violation)
-        span.end()
+        _sdk_calls.end(span)
 
     def abandoned(self, record: TaskRecord, task: Any) -> None:
         """A task never finished: its loop closed. Always reported (it is anomalous)."""
@@ -86,7 +92,7 @@ class TaskTelemetry:
             span = self._start_late(record, time.perf_counter() - record.start, "")
         span.set_attributes(self._attributes(record, task))
         span.set_status(Status(StatusCode.ERROR, _PENDING_AT_CLOSE))
-        span.end()
+        _sdk_calls.end(span)
 
     # --- live spans (``all``) ---------------------------------------------------------------
 
@@ -97,9 +103,12 @@ class TaskTelemetry:
         the current span and spans created inside the task nest under it.
         """
         parent = record.parent_context
-        span = self._tracer.start_span(
-            record.info.span_name, context=parent, kind=SpanKind.INTERNAL
-        )
+        try:
+            span = self._tracer.start_span(
+                record.info.span_name, context=parent, kind=SpanKind.INTERNAL
+            )
+        except Exception as error:
+            span = _sdk_calls.start_failed(error)
         record.span = span
         record.span_context = span.get_span_context()
         return context.attach(trace.set_span_in_context(span, parent))
@@ -132,7 +141,7 @@ class TaskTelemetry:
         span = record.span
         if span is not None:
             record.span = None
-            span.end()
+            _sdk_calls.end(span)
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -159,13 +168,16 @@ class TaskTelemetry:
             and cancel.span_context is not None
         ):
             links.append(Link(cancel.span_context))
-        span = self._tracer.start_span(
-            record.info.span_name,
-            context=record.parent_context,
-            kind=SpanKind.INTERNAL,
-            start_time=time.time_ns() - int(duration * 1e9),
-            links=links,
-        )
+        try:
+            span = self._tracer.start_span(
+                record.info.span_name,
+                context=record.parent_context,
+                kind=SpanKind.INTERNAL,
+                start_time=time.time_ns() - int(duration * 1e9),
+                links=links,
+            )
+        except Exception as error:
+            span = _sdk_calls.start_failed(error)
         record.span = span
         record.span_context = span.get_span_context()
         return span
