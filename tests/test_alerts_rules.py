@@ -339,7 +339,8 @@ def test_json_rules_file_with_one_bad_rule(tmp_path: Path) -> None:
         f"OTEL_PYTHON_SCOPEWATCH_RULES_FILE={str(path)!r} rules[1] rule 'bad' at "
         "threshold.count: expected an integer >= 1 for threshold.count, got 'many'",
         f"OTEL_PYTHON_SCOPEWATCH_RULES_FILE={str(path)!r} rules[2] rule '#3' at name: "
-        "expected a non-empty rule name without ';' or ':', got None",
+        "expected a non-empty rule name without ';' or ':' (printable, at most 200 "
+        "characters), got None",
     ]
 
 
