@@ -56,7 +56,7 @@ def test_rule_normalises_the_file_form() -> None:
         ({"name": "r", "count": 0}, "threshold.count", "an integer >= 1"),
         ({"name": "r", "count": 2.5, "window": 1}, "threshold.count", "integer"),
         ({"name": "r", "count": 3}, "threshold.window", "window > 0"),
-        ({"name": "r", "cooldown": -1}, "cooldown", ">= 0"),
+        ({"name": "r", "cooldown": -1}, "cooldown", "from 0 to 1e+09"),
         ({"name": "r", "cooldown": "soon"}, "cooldown", "number"),
         ({"name": "r", "min_duration": True}, "match.min_duration", "number"),
         ({"name": "r", "status": "failed"}, "match.status", "unset, ok, error"),

@@ -24,6 +24,8 @@ STATUSES = ("unset", "ok", "error")
 """Span status codes a rule can require."""
 DEFAULT_COOLDOWN = 60.0
 """Seconds a rule stays quiet after firing, unless it says otherwise."""
+MAX_SECONDS = 1e9
+"""Largest duration, window or cooldown in seconds (about 31 years; nanoseconds stay in range)."""
 DEFAULT_RULE_NAME = "default"
 """Name of the built-in rule that logs every violation; reserved."""
 
@@ -82,20 +84,32 @@ def _is_number(value: object) -> bool:
 
 
 def _is_comparable_number(value: object) -> bool:
-    """A number that is not NaN (huge ints are fine: Python compares them exactly)."""
-    return _is_number(value) and not (isinstance(value, float) and math.isnan(value))
+    """A number that is not NaN and converts to a float (the engine compares floats)."""
+    if not _is_number(value):
+        return False
+    try:
+        return not math.isnan(float(value))  # type: ignore[arg-type]
+    except OverflowError:  # an int beyond float range
+        return False
 
 
-def _number(value: object, what: str, *, minimum: float = 0.0, integer: bool = False) -> float:
+def _number(
+    value: object,
+    what: str,
+    *,
+    minimum: float = 0.0,
+    maximum: float = math.inf,
+    integer: bool = False,
+) -> float:
     kind = "an integer" if integer else "a finite number"
-    problem = f"expected {kind} >= {minimum:g} for {what}, got {shown(value)}"
+    bounds = f">= {minimum:g}" if math.isinf(maximum) else f"from {minimum:g} to {maximum:g}"
+    problem = f"expected {kind} {bounds} for {what}, got {shown(value)}"
     if not _is_comparable_number(value):
         raise RuleError(problem)
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except OverflowError:  # an int beyond float range: not a usable number of seconds
-        raise RuleError(problem) from None
-    if number < minimum or math.isinf(number) or (integer and number != int(number)):
+    number = float(value)  # type: ignore[arg-type]
+    if not minimum <= number <= maximum or math.isinf(number):
+        raise RuleError(problem)
+    if integer and number != int(number):
         raise RuleError(problem)
     return number
 
@@ -251,7 +265,7 @@ class Rule:
         object.__setattr__(self, "conditions", extra + conditions)
         if self.min_duration is not None:
             try:
-                value = _number(self.min_duration, "min_duration")
+                value = _number(self.min_duration, "min_duration", maximum=MAX_SECONDS)
             except RuleError as error:
                 raise error.located(position="match.min_duration") from None
             object.__setattr__(self, "min_duration", value)
@@ -262,13 +276,14 @@ class Rule:
                 position="match.status",
             )
         object.__setattr__(self, "status", status)
-        for position, value, minimum, integer in (
-            ("threshold.count", self.count, 1, True),
-            ("threshold.window", self.window, 0, False),
-            ("cooldown", self.cooldown, 0, False),
+        for position, value, maximum, integer in (
+            ("threshold.count", self.count, math.inf, True),
+            ("threshold.window", self.window, MAX_SECONDS, False),
+            ("cooldown", self.cooldown, MAX_SECONDS, False),
         ):
+            minimum = 1 if integer else 0
             try:
-                number = _number(value, position, minimum=minimum, integer=integer)
+                number = _number(value, position, minimum=minimum, maximum=maximum, integer=integer)
             except RuleError as error:
                 raise error.located(position=position) from None
             object.__setattr__(
