@@ -24,7 +24,7 @@ ENV_PREFIX = "OTEL_PYTHON_SCOPEWATCH_"
 CONFIG_FILE_VARIABLE = ENV_PREFIX + "CONFIG_FILE"
 FEATURES = ("scopes", "tasks", "locks", "sessions")
 SPAN_MODES = ("all", "anomalies", "none")
-MAX_FILE_BYTES = 1 << 20
+MAX_FILE_BYTES = 4 << 20
 """A config file larger than this is not read (it is a mistake, or /dev/zero)."""
 MAX_HOST_LENGTH = 253
 
@@ -113,13 +113,16 @@ def _to_number(kind: type[float] | type[int], raw: Any) -> float | int | None:
         return None
     try:
         if isinstance(raw, str):
-            return kind(raw.strip())  # int(): ValueError beyond 4300 digits too
-        if kind is int and isinstance(raw, float):
-            return int(raw) if math.isfinite(raw) and raw.is_integer() else None
-        value = kind(raw)
-    except (ValueError, OverflowError):  # float(10**400) overflows
+            value = kind(raw.strip())  # int(): ValueError beyond 4300 digits too
+        elif kind is int and isinstance(raw, float):
+            value = int(raw) if math.isfinite(raw) and raw.is_integer() else None
+        else:
+            value = kind(raw)  # float(10**400) overflows
+    except (ValueError, OverflowError):
         return None
-    return value if math.isfinite(value) else None
+    if isinstance(value, float) and not math.isfinite(value):  # nan, inf, "1e400"
+        return None
+    return value
 
 
 def _parse_number(kind: type[float] | type[int], minimum: float, maximum: float | None) -> Any:
@@ -236,7 +239,7 @@ def read_text_file(path: str) -> str:
     if len(data) > MAX_FILE_BYTES:
         raise SettingError(f"is larger than {MAX_FILE_BYTES} bytes")
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # a byte-order mark (Windows editors) is fine
     except UnicodeDecodeError as error:
         raise SettingError(f"is not UTF-8 text (byte {error.start})") from None
 

@@ -60,7 +60,7 @@ def rules_from_data(data: object, source: str) -> tuple[list[Rule], list[RuleErr
 def load_file(path: str) -> tuple[list[Rule], list[RuleError]]:
     """Read a YAML (``.yaml``/``.yml``) or JSON rules file; problems become errors.
 
-    The file is only read as data (``yaml.safe_load`` or ``json``, at most 1 MiB): never
+    The file is only read as data (``yaml.safe_load`` or ``json``, at most 4 MiB): never
     executed, imported or given to a YAML constructor that builds Python objects.
     """
     source = f"{OTEL_PYTHON_SCOPEWATCH_RULES_FILE}={shown(path)}"
