@@ -111,6 +111,7 @@ def _to_number(kind: type[float] | type[int], raw: Any) -> float | int | None:
     """``raw`` as a finite ``kind``, or ``None`` when it is not one."""
     if isinstance(raw, bool) or not isinstance(raw, int | float | str):
         return None
+    value: float | int | None
     try:
         if isinstance(raw, str):
             value = kind(raw.strip())  # int(): ValueError beyond 4300 digits too
