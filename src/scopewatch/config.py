@@ -78,10 +78,9 @@ def is_loopback(host: str) -> bool:
         return False
     if host.lower() == "localhost":
         return True
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        address = ipaddress.ip_address(host)
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:  # brackets are for IPv6 only: "[127.0.0.1]" is no address a socket binds
+        address = ipaddress.IPv6Address(host[1:-1]) if bracketed else ipaddress.ip_address(host)
     except ValueError:
         return False
     mapped = getattr(address, "ipv4_mapped", None)
