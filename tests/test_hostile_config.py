@@ -256,6 +256,7 @@ def check_row(
     outcome.check(f"{label}: too long ({len(message)})", len(message) <= MAX_LINE)
     outcome.check(f"{label}: not printable", message.isprintable())
     outcome.check(f"{label}: no 'accepted'", "accepted: " in message)
+    outcome.check(f"{label}: bad value not shown", f"{shown(raw)} is invalid" in message)
     outcome.check(f"{label}: default not named", "using the default" in message)
     named = {"env": variable(name), "kwargs": f"{name}="}.get(where, f"key {name}:")
     outcome.check(f"{label}: setting not named in {message[:120]!r}", named in message)

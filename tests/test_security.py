@@ -358,7 +358,9 @@ def finished_span() -> Any:
     return span
 
 
-VALID_REMOTE = [h for h in NOT_LOOPBACK if not load_settings({"debugpy_host": h}, {}).problems]
+VALID_REMOTE = [
+    h for h in NOT_LOOPBACK if not load_settings({"debugpy_host": h}, {}, warn=False).problems
+]
 """Hosts that are accepted as settings (the others fall back to the loopback default)."""
 
 
