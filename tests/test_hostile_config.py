@@ -568,3 +568,19 @@ def test_any_kwargs_load(kwargs: dict[str, Any]) -> None:
         1 for k, v in kwargs.items() if k in SETTINGS and v is not None and not acceptable(k, v)
     )
     assert len(loaded.problems) == bad <= expected
+
+
+@pytest.mark.parametrize("raw", [[1], {"a": 1}, True, 5, 2.5, b"c.json", "a\x00b.json"])
+@pytest.mark.parametrize("source", ["kwargs", "env"])
+def test_hostile_config_file_names(raw: Any, source: str, caplog: pytest.LogCaptureFixture) -> None:
+    if source == "env" and not isinstance(raw, str):
+        raw = str(raw)  # the environment only holds strings
+    kwargs = {"config_file": raw, "spans": "all"} if source == "kwargs" else {"spans": "all"}
+    environ = {CONFIG_FILE_VARIABLE: raw} if source == "env" else {}
+    with caplog.at_level(logging.WARNING, logger="scopewatch"):
+        loaded = load_settings(kwargs, environ)
+    assert loaded == Settings(spans="all")
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert message.isprintable() and len(message) <= MAX_LINE
+    assert "config_file=" in message or CONFIG_FILE_VARIABLE in message
