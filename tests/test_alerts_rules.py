@@ -56,7 +56,7 @@ def test_rule_normalises_the_file_form() -> None:
         ({"name": "r", "count": 0}, "threshold.count", "an integer >= 1"),
         ({"name": "r", "count": 2.5, "window": 1}, "threshold.count", "integer"),
         ({"name": "r", "count": 3}, "threshold.window", "window > 0"),
-        ({"name": "r", "cooldown": -1}, "cooldown", ">= 0"),
+        ({"name": "r", "cooldown": -1}, "cooldown", "from 0 to 1e+09"),
         ({"name": "r", "cooldown": "soon"}, "cooldown", "number"),
         ({"name": "r", "min_duration": True}, "match.min_duration", "number"),
         ({"name": "r", "status": "failed"}, "match.status", "unset, ok, error"),
@@ -339,7 +339,8 @@ def test_json_rules_file_with_one_bad_rule(tmp_path: Path) -> None:
         f"OTEL_PYTHON_SCOPEWATCH_RULES_FILE={str(path)!r} rules[1] rule 'bad' at "
         "threshold.count: expected an integer >= 1 for threshold.count, got 'many'",
         f"OTEL_PYTHON_SCOPEWATCH_RULES_FILE={str(path)!r} rules[2] rule '#3' at name: "
-        "expected a non-empty rule name without ';' or ':', got None",
+        "expected a non-empty rule name without ';' or ':' (printable, at most 200 "
+        "characters), got None",
     ]
 
 

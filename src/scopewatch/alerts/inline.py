@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from scopewatch._shown import shown
 from scopewatch.alerts.rules import ACTIONS, STATUSES, Condition, Rule, RuleError, Scalar
 
 _OPS = {"==": "eq", "!=": "ne", ">": "gt", ">=": "ge", "<": "lt", "<=": "le", "glob": "glob"}
@@ -30,6 +31,9 @@ _WORD_END = frozenset(" \t\r\n;,()\"'=!<>")
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+\Z")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\Z")
 _OVER = re.compile(r"(\d+)/(\d+(?:\.\d*)?|\.\d+)\Z")
+
+_MAX_INT_DIGITS = 4000
+"""Longer digit strings are read as floats (``int()`` refuses more than 4300 digits)."""
 
 WORD, STRING, PUNCT, END = "word", "string", "punct", "end"
 
@@ -42,7 +46,7 @@ def _value(kind: str, text: str) -> Scalar:
     if _NUMBER.match(text):
         number = float(text)
         exact = number.is_integer() and not any(c in text for c in ".eE")
-        return int(text) if exact else number
+        return int(text) if exact and len(text) < _MAX_INT_DIGITS else number
     return text
 
 
@@ -107,7 +111,7 @@ class _Scanner:
         name = self.text[start:end].strip()
         if not _NAME.match(name):
             raise RuleError(
-                f"expected a rule name of letters, digits, '_', '.', '-', got {name!r}",
+                f"expected a rule name of letters, digits, '_', '.', '-', got {shown(name)}",
                 position=f"character {start + 1}",
             )
         self.pos = end + 1
@@ -132,7 +136,7 @@ class _Scanner:
 
 def _expected(what: str, token: tuple[str, str, int]) -> RuleError:
     kind, text, start = token
-    found = "the end of the rule" if kind == END or text == ";" else repr(text)
+    found = "the end of the rule" if kind == END or text == ";" else shown(text)
     return RuleError(f"expected {what}, found {found}", position=f"character {start + 1}")
 
 
@@ -194,7 +198,7 @@ class _RuleParser:
             if _OVER.match("".join(parts)):
                 break
         match = _OVER.match("".join(parts))
-        if match is None:
+        if match is None or len(match.group(1)) > _MAX_INT_DIGITS:
             raise _expected("'over COUNT/WINDOW' such as 'over 3/60'", first)
         self.fields["count"] = int(match.group(1))
         self.fields["window"] = float(match.group(2))
@@ -220,7 +224,7 @@ class _RuleParser:
             )
         key = subject[1]
         if key in ("span", "duration", "status") and key in self.seen:
-            raise RuleError(f"{key!r} given twice", position=f"character {subject[2] + 1}")
+            raise RuleError(f"{shown(key)} given twice", position=f"character {subject[2] + 1}")
         self.seen.add(key)
         token = scanner.next()
         op = token[1] if token[0] in (PUNCT, WORD) else ""
@@ -237,7 +241,9 @@ class _RuleParser:
             except RuleError as error:
                 raise error.located(position=f"character {token[2] + 1}") from None
         else:
-            raise _expected(f"an operator after {key!r} (== != > >= < <= in exists glob)", token)
+            raise _expected(
+                f"an operator after {shown(key)} (== != > >= < <= in exists glob)", token
+            )
 
     def special(self, key: str, op: str, token: tuple[str, str, int]) -> None:
         """``span == GLOB``, ``duration > SECONDS`` or ``status == STATUS``."""

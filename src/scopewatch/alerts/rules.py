@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from scopewatch import semconv
+from scopewatch._shown import printable, shown
 
 ACTIONS = (semconv.ALERT_ACTION_LOG, semconv.ALERT_ACTION_DEBUGPY)
 """Actions a rule can run."""
@@ -23,6 +24,8 @@ STATUSES = ("unset", "ok", "error")
 """Span status codes a rule can require."""
 DEFAULT_COOLDOWN = 60.0
 """Seconds a rule stays quiet after firing, unless it says otherwise."""
+MAX_SECONDS = 1e9
+"""Largest duration, window or cooldown in seconds (about 31 years; nanoseconds stay in range)."""
 DEFAULT_RULE_NAME = "default"
 """Name of the built-in rule that logs every violation; reserved."""
 
@@ -54,7 +57,7 @@ class RuleError(ValueError):
     def _compose(self) -> str:
         where = [self.source] if self.source else []
         if self.rule:
-            where.append(f"rule {self.rule!r}")
+            where.append(f"rule {shown(self.rule)}")
         if self.position:
             where.append(f"at {self.position}")
         return f"{' '.join(where)}: {self.problem}" if where else self.problem
@@ -72,25 +75,49 @@ class RuleError(ValueError):
         )
 
 
+MAX_NAME_LENGTH = 200
+"""Characters a rule name may have (it is a metric attribute and appears in log lines)."""
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _number(value: object, what: str, *, minimum: float = 0.0, integer: bool = False) -> float:
-    if not _is_number(value) or math.isnan(float(value)):  # type: ignore[arg-type]
-        kind = "an integer" if integer else "a number"
-        raise RuleError(f"expected {kind} >= {minimum:g} for {what}, got {value!r}")
+def _is_comparable_number(value: object) -> bool:
+    """A number that is not NaN and converts to a float (the engine compares floats)."""
+    if not _is_number(value):
+        return False
+    try:
+        return not math.isnan(float(value))  # type: ignore[arg-type]
+    except OverflowError:  # an int beyond float range
+        return False
+
+
+def _number(
+    value: object,
+    what: str,
+    *,
+    minimum: float = 0.0,
+    maximum: float = math.inf,
+    integer: bool = False,
+) -> float:
+    kind = "an integer" if integer else "a finite number"
+    bounds = f">= {minimum:g}" if math.isinf(maximum) else f"from {minimum:g} to {maximum:g}"
+    problem = f"expected {kind} {bounds} for {what}, got {shown(value)}"
+    if not _is_comparable_number(value):
+        raise RuleError(problem)
     number = float(value)  # type: ignore[arg-type]
-    if number < minimum or (integer and number != int(number)) or math.isinf(number):
-        kind = "an integer" if integer else "a finite number"
-        raise RuleError(f"expected {kind} >= {minimum:g} for {what}, got {value!r}")
+    if not minimum <= number <= maximum or math.isinf(number):
+        raise RuleError(problem)
+    if integer and number != int(number):
+        raise RuleError(problem)
     return number
 
 
 def _scalar(value: object, what: str) -> Scalar:
     if isinstance(value, str | bool | int | float):
         return value
-    raise RuleError(f"expected a string, number or boolean for {what}, got {value!r}")
+    raise RuleError(f"expected a string, number or boolean for {what}, got {shown(value)}")
 
 
 @dataclass(frozen=True)
@@ -109,31 +136,31 @@ class Condition:
     value: Scalar | tuple[Scalar, ...] = True
 
     def __post_init__(self) -> None:
-        what = f"{self.attribute!r} {self.op}"
         if not isinstance(self.attribute, str) or not self.attribute.strip():
-            raise RuleError(f"expected a non-empty attribute name, got {self.attribute!r}")
+            raise RuleError(f"expected a non-empty attribute name, got {shown(self.attribute)}")
         if self.op not in OPERATORS:
             raise RuleError(
-                f"unknown operator {self.op!r} for {self.attribute!r}; "
+                f"unknown operator {shown(self.op)} for {shown(self.attribute)}; "
                 f"expected one of {', '.join(OPERATORS)}"
             )
+        what = f"{shown(self.attribute)} {self.op}"
         value: Any = self.value
         if self.op in ("gt", "ge", "lt", "le"):
-            if not _is_number(value) or math.isnan(float(value)):
-                raise RuleError(f"expected a number for {what}, got {value!r}")
+            if not _is_comparable_number(value):
+                raise RuleError(f"expected a number for {what}, got {shown(value)}")
         elif self.op == "in":
             if isinstance(value, str) or not isinstance(value, Iterable):
-                raise RuleError(f"expected a list of values for {what}, got {value!r}")
+                raise RuleError(f"expected a list of values for {what}, got {shown(value)}")
             items = tuple(_scalar(item, what) for item in value)
             if not items:
                 raise RuleError(f"expected at least one value for {what}")
             object.__setattr__(self, "value", items)
         elif self.op == "exists":
             if not isinstance(value, bool):
-                raise RuleError(f"expected true or false for {what}, got {value!r}")
+                raise RuleError(f"expected true or false for {what}, got {shown(value)}")
         elif self.op == "glob":
             if not isinstance(value, str):
-                raise RuleError(f"expected a glob string for {what}, got {value!r}")
+                raise RuleError(f"expected a glob string for {what}, got {shown(value)}")
         else:
             _scalar(value, what)
 
@@ -142,12 +169,12 @@ def conditions_from_mapping(attributes: Mapping[str, Any]) -> tuple[Condition, .
     """Turn the file form ``{key: value | {op: value, ...}}`` into conditions."""
     if not isinstance(attributes, Mapping):
         raise RuleError(
-            f"expected a mapping of attribute -> value or {{op: value}}, got {attributes!r}",
+            f"expected a mapping of attribute -> value or {{op: value}}, got {shown(attributes)}",
             position="match.attributes",
         )
     result: list[Condition] = []
     for key, spec in attributes.items():
-        position = f"match.attributes.{key}"
+        position = f"match.attributes.{_key(key)}"
         try:
             if isinstance(spec, Mapping):
                 if not spec:
@@ -161,15 +188,18 @@ def conditions_from_mapping(attributes: Mapping[str, Any]) -> tuple[Condition, .
 
 
 def _actions(value: object) -> tuple[str, ...]:
+    expected = f"expected a list of actions ({', '.join(ACTIONS)}), got {shown(value)}"
     items = [part.strip() for part in value.split(",")] if isinstance(value, str) else value
-    if not isinstance(items, Iterable) or isinstance(items, Mapping):
-        raise RuleError(f"expected a list of actions ({', '.join(ACTIONS)}), got {value!r}")
-    actions = tuple(str(item).strip() for item in items)
+    if not isinstance(items, list | tuple):
+        raise RuleError(expected)
+    if not all(isinstance(item, str) for item in items):
+        raise RuleError(expected)
+    actions = tuple(item.strip() for item in items)
     if not actions:
         raise RuleError(f"expected at least one action ({', '.join(ACTIONS)})")
     for action in actions:
         if action not in ACTIONS:
-            raise RuleError(f"unknown action {action!r}; expected {' or '.join(ACTIONS)}")
+            raise RuleError(f"unknown action {shown(action)}; expected {' or '.join(ACTIONS)}")
     return tuple(dict.fromkeys(actions))
 
 
@@ -211,14 +241,23 @@ class Rule:
 
     def _validate(self) -> None:
         name = self.name
-        if not isinstance(name, str) or not name.strip() or any(c in name for c in ";:\n"):
+        if (
+            not isinstance(name, str)
+            or not name.strip()
+            or len(name) > MAX_NAME_LENGTH
+            or not name.isprintable()
+            or any(c in name for c in ";:")
+        ):
             raise RuleError(
-                f"expected a non-empty rule name without ';' or ':', got {name!r}",
+                "expected a non-empty rule name without ';' or ':' (printable, at most "
+                f"{MAX_NAME_LENGTH} characters), got {shown(name)}",
                 position="name",
             )
         object.__setattr__(self, "name", name.strip())
         if not isinstance(self.span, str):
-            raise RuleError(f"expected a glob string, got {self.span!r}", position="match.span")
+            raise RuleError(
+                f"expected a glob string, got {shown(self.span)}", position="match.span"
+            )
         conditions = tuple(self.conditions)
         if any(not isinstance(c, Condition) for c in conditions):
             raise RuleError("expected Condition objects", position="conditions")
@@ -226,24 +265,25 @@ class Rule:
         object.__setattr__(self, "conditions", extra + conditions)
         if self.min_duration is not None:
             try:
-                value = _number(self.min_duration, "min_duration")
+                value = _number(self.min_duration, "min_duration", maximum=MAX_SECONDS)
             except RuleError as error:
                 raise error.located(position="match.min_duration") from None
             object.__setattr__(self, "min_duration", value)
         status = self.status.strip().lower() if isinstance(self.status, str) else self.status
         if status not in ("", *STATUSES):
             raise RuleError(
-                f"expected one of {', '.join(STATUSES)}, got {self.status!r}",
+                f"expected one of {', '.join(STATUSES)}, got {shown(self.status)}",
                 position="match.status",
             )
         object.__setattr__(self, "status", status)
-        for position, value, minimum, integer in (
-            ("threshold.count", self.count, 1, True),
-            ("threshold.window", self.window, 0, False),
-            ("cooldown", self.cooldown, 0, False),
+        for position, value, maximum, integer in (
+            ("threshold.count", self.count, math.inf, True),
+            ("threshold.window", self.window, MAX_SECONDS, False),
+            ("cooldown", self.cooldown, MAX_SECONDS, False),
         ):
+            minimum = 1 if integer else 0
             try:
-                number = _number(value, position, minimum=minimum, integer=integer)
+                number = _number(value, position, minimum=minimum, maximum=maximum, integer=integer)
             except RuleError as error:
                 raise error.located(position=position) from None
             object.__setattr__(
@@ -258,9 +298,12 @@ class Rule:
         except RuleError as error:
             raise error.located(position="actions") from None
         group_by = (self.group_by,) if isinstance(self.group_by, str) else self.group_by
-        if not all(isinstance(key, str) and key for key in group_by):
+        if not isinstance(group_by, list | tuple) or not all(
+            isinstance(key, str) and key for key in group_by
+        ):
             raise RuleError(
-                f"expected a list of attribute keys, got {self.group_by!r}", position="group_by"
+                f"expected a list of attribute keys, got {shown(self.group_by)}",
+                position="group_by",
             )
         object.__setattr__(self, "group_by", tuple(group_by))
 
@@ -268,6 +311,10 @@ class Rule:
 _RULE_KEYS = ("name", "match", "threshold", "cooldown", "actions", "group_by")
 _MATCH_KEYS = ("span", "attributes", "min_duration", "status")
 _THRESHOLD_KEYS = ("count", "window")
+
+
+def _key(key: object) -> str:
+    return printable(key, 40) if isinstance(key, str) else shown(key, 40)
 
 
 def _section(data: object, keys: tuple[str, ...], position: str) -> Mapping[str, Any]:
@@ -278,8 +325,8 @@ def _section(data: object, keys: tuple[str, ...], position: str) -> Mapping[str,
     for key in data:
         if key not in keys:
             raise RuleError(
-                f"unknown key {key!r}; expected {', '.join(keys)}",
-                position=f"{position}.{key}" if position else str(key),
+                f"unknown key {shown(key)}; expected {', '.join(keys)}",
+                position=f"{position}.{_key(key)}" if position else _key(key),
             )
     return data
 

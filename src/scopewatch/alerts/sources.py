@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from scopewatch import semconv
+from scopewatch._shown import shown
 from scopewatch.alerts.inline import parse_inline
 from scopewatch.alerts.rules import (
     DEFAULT_COOLDOWN,
@@ -16,6 +15,7 @@ from scopewatch.alerts.rules import (
     RuleError,
     rule_from_mapping,
 )
+from scopewatch.config import SettingError, parse_data, read_text_file
 from scopewatch.environment_variables import (
     OTEL_PYTHON_SCOPEWATCH_RULES,
     OTEL_PYTHON_SCOPEWATCH_RULES_FILE,
@@ -58,35 +58,16 @@ def rules_from_data(data: object, source: str) -> tuple[list[Rule], list[RuleErr
 
 
 def load_file(path: str) -> tuple[list[Rule], list[RuleError]]:
-    """Read a YAML (``.yaml``/``.yml``) or JSON rules file; problems become errors."""
-    source = f"{OTEL_PYTHON_SCOPEWATCH_RULES_FILE}={path!r}"
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        return [], [
-            RuleError(
-                f"cannot be read ({error.strerror or error}); no rules from it", source=source
-            )
-        ]
-    data: Any
-    try:
-        if path.endswith((".yaml", ".yml")):
-            import yaml
+    """Read a YAML (``.yaml``/``.yml``) or JSON rules file; problems become errors.
 
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except ImportError:
-        return [], [
-            RuleError(
-                "is YAML but PyYAML is not installed; accepted: a .json file, or "
-                "`pip install pyyaml`",
-                source=source,
-            )
-        ]
-    except Exception as error:  # yaml.YAMLError and json.JSONDecodeError share no base
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        return [], [RuleError(f"is not valid: {first_line}; no rules from it", source=source)]
+    The file is only read as data (``yaml.safe_load`` or ``json``, at most 4 MiB): never
+    executed, imported or given to a YAML constructor that builds Python objects.
+    """
+    source = f"{OTEL_PYTHON_SCOPEWATCH_RULES_FILE}={shown(path)}"
+    try:
+        data = parse_data(path, read_text_file(path))
+    except SettingError as error:
+        return [], [RuleError(f"{error}; no rules from it", source=source)]
     if data is None:
         return [], []
     return rules_from_data(data, source)
