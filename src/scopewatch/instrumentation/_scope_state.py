@@ -1,4 +1,4 @@
-"""The scope tracker shared by the anyio and asyncio scope wrappers while instrumenting."""
+"""The scope tracker shared by the anyio, asyncio and trio scope wrappers while instrumenting."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from scopewatch import semconv
 from scopewatch._core import frames
 from scopewatch._core.tracker import ExitFacts, ScopeTracker
 from scopewatch._safety import Part
+from scopewatch.instrumentation._patching import is_cancellation
 from scopewatch.telemetry.scopes import ScopeTelemetry
 
 if TYPE_CHECKING:
@@ -86,8 +87,12 @@ def finish_exit(
     exit_task: Any,
     error: BaseException | None,
     read_facts: ScopeFacts,
+    exit_name: str | None = None,
 ) -> None:
-    """Resolve the outcome and cancel origin of an exit and hand it to the sink (guarded)."""
+    """Resolve the outcome and cancel origin of an exit and hand it to the sink (guarded).
+
+    ``exit_name`` is the exiting task's name where it has no ``get_name()`` (trio).
+    """
     scope_tracker = tracker
     if scope_tracker is None or not PART.enabled:
         return
@@ -96,7 +101,8 @@ def finish_exit(
         result = outcome(record, error, cancelled_caught)
         if result in (semconv.OUTCOME_CANCELLED, semconv.OUTCOME_DEADLINE_EXCEEDED):
             scope_tracker.resolve_cancel(record, parents)
-        exit_name = exit_task.get_name() if exit_task is not None else ""
+        if exit_name is None:
+            exit_name = exit_task.get_name() if exit_task is not None else ""
         # Positional: keywords cost a slotted dataclass twice as much.
         scope_tracker.finish(
             record, ExitFacts(exit_name, result, cancel_called, cancelled_caught, error)
@@ -112,7 +118,7 @@ def outcome(record: ScopeRecord, error: BaseException | None, cancelled_caught: 
         if cancelled_caught:
             return semconv.OUTCOME_DEADLINE_EXCEEDED if deadline else semconv.OUTCOME_CANCELLED
         return semconv.OUTCOME_OK
-    if isinstance(error, asyncio.CancelledError):
+    if isinstance(error, asyncio.CancelledError) or is_cancellation(error):
         return semconv.OUTCOME_CANCELLED
     if isinstance(error, TimeoutError) and deadline:
         return semconv.OUTCOME_DEADLINE_EXCEEDED
