@@ -84,7 +84,8 @@ class AsyncioTasks:
 
 
 def _is_trio_asyncgens(code: Any, name: str) -> bool:
-    return code.co_name == name and code.co_filename.replace(os.sep, "/").endswith(
+    filename: str = code.co_filename
+    return code.co_name == name and filename.replace(os.sep, "/").endswith(
         "trio/_core/_asyncgens.py"
     )
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import sys
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from scopewatch import semconv
 from scopewatch._core import frames, task_adapters
 from scopewatch.instrumentation import _scope_state as state
+from scopewatch.instrumentation import _trio_cancels as cancels
 from scopewatch.instrumentation._patching import Patches, when_imported
 
 if TYPE_CHECKING:
@@ -30,9 +30,6 @@ if TYPE_CHECKING:
 _PENDING_LIMIT = 4096
 _WALK_LIMIT = 10
 _CONTEXTLIB_FILE = contextlib.__file__
-_TASK_REPR = re.compile(r"<Task '(.*)' at 0x[0-9a-f]+>\Z", re.DOTALL)
-_DEADLINE_CALLERS = frozenset({"expire", "cancel_called", "__enter__"})
-"""trio (before cancel reasons) cancels a scope whose deadline passed from these functions."""
 
 _active = False
 _patches = Patches()
@@ -43,7 +40,6 @@ _creators: dict[int, tuple[CodeType, str | None]] = {}
 """``id(code)`` of functions that create scopes on the user's behalf -> ``(code, kind)``;
 ``kind`` ``None`` marks a pass-through (anyio's wrapper), the next frame decides."""
 _anyio_enter: CodeType | None = None
-_anyio_cancel: CodeType | None = None
 _watched_runs: weakref.WeakSet[Any] = weakref.WeakSet()
 """Root tasks of the runs that have the scope instrument."""
 
@@ -75,7 +71,7 @@ def _on_import(module: ModuleType) -> None:
 
 
 def _on_anyio_import(module: ModuleType) -> None:
-    global _anyio_enter, _anyio_cancel
+    global _anyio_enter
     if not (_active and _patches):
         return
     import anyio
@@ -91,7 +87,7 @@ def _on_anyio_import(module: ModuleType) -> None:
     group_enter = module.TaskGroup.__aenter__.__code__
     _creators[id(group_enter)] = (group_enter, semconv.SPAN_ANYIO_TASK_GROUP)
     _anyio_enter = scope_class.__enter__.__code__
-    _anyio_cancel = scope_class.cancel.__code__
+    cancels.anyio_cancel = scope_class.cancel.__code__
 
 
 def _patch(trio: ModuleType) -> None:
@@ -99,6 +95,7 @@ def _patch(trio: ModuleType) -> None:
     from trio._core import _run
 
     _trio = trio
+    cancels.current_task = _current_task
     frames.add_internal_package(trio.__file__)
     runner = getattr(_run, "unrolled_run", None)
     if runner is not None:
@@ -124,9 +121,11 @@ def _patch(trio: ModuleType) -> None:
     _patches.patch(scope_class, "__enter__", lambda original: protect(_enter(original)))
     _patches.patch(scope_class, "_close", _close)
     if "_cancel" in scope_class.__dict__:
-        _patches.patch(scope_class, "_cancel", lambda original: protect(_cancel(original)))
+        _patches.patch(scope_class, "_cancel", lambda original: protect(cancels.wrap(original)))
     else:  # trio without cancel reasons: every cancellation goes through cancel()
-        _patches.patch(scope_class, "cancel", lambda original: protect(_legacy_cancel(original)))
+        _patches.patch(
+            scope_class, "cancel", lambda original: protect(cancels.wrap_legacy(original))
+        )
 
 
 def _current_task() -> Any:
@@ -272,80 +271,6 @@ def _facts_reader(parent_status: Any) -> state.ScopeFacts:
         return scope.cancel_called, scope.cancelled_caught, _parents(parent_status)
 
     return read_facts
-
-
-# --- cancel --------------------------------------------------------------------------------------
-
-
-def _cancel(original: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
-    part = state.PART
-
-    def _cancel(self: Any, cancel_reason: Any) -> None:
-        if part.enabled and state.tracker is not None:
-            try:
-                _on_cancel_reason(self, cancel_reason, sys._getframe(1))
-            except Exception as error:
-                part.fail(error)
-        original(self, cancel_reason)
-
-    return _cancel
-
-
-def _on_cancel_reason(scope: Any, cancel_reason: Any, frame: FrameType) -> None:
-    """Who cancelled, from trio's ``CancelReason``: a deadline, ``cancel()``, a nursery, Ctrl-C."""
-    tracker = state.tracker
-    # Not ``cancel_called``: that property cancels an expired scope, calling back in here.
-    if tracker is None or getattr(scope, "_cancel_called", False):
-        return
-    source = getattr(cancel_reason, "source", "")
-    text = getattr(cancel_reason, "reason", None) or ""
-    if source == "deadline":
-        tracker.cancel_requested(scope, semconv.ORIGIN_DEADLINE, None, "", "deadline exceeded")
-    elif source == "explicit":
-        _explicit(scope, frame.f_back, text)  # frame is trio's cancel()
-    elif source == "KeyboardInterrupt":
-        tracker.cancel_requested(scope, semconv.ORIGIN_EXTERNAL, None, "", "KeyboardInterrupt")
-    else:  # "nursery": a child task raised; trio runs this outside any task
-        match = _TASK_REPR.match(getattr(cancel_reason, "source_task", None) or "")
-        tracker.cancel_requested(
-            scope,
-            semconv.ORIGIN_PARENT,
-            None,
-            "",
-            text or f"{source} cancelled it",
-            match.group(1) if match else "",
-        )
-
-
-def _explicit(scope: Any, caller: FrameType | None, reason: str) -> None:
-    tracker = state.tracker
-    if tracker is None or caller is None:
-        return
-    if caller.f_code is _anyio_cancel and caller.f_back is not None:
-        caller = caller.f_back  # anyio's CancelScope.cancel() passing the user's call on
-    origin = semconv.ORIGIN_PARENT if frames.is_internal(caller.f_code) else semconv.ORIGIN_EXPLICIT
-    tracker.cancel_requested(scope, origin, _current_task(), state.user_location(caller), reason)
-
-
-def _legacy_cancel(original: Callable[..., None]) -> Callable[..., None]:
-    part = state.PART
-
-    def cancel(self: Any, *args: Any, **kwargs: Any) -> None:
-        tracker = state.tracker
-        if part.enabled and tracker is not None and not getattr(self, "_cancel_called", True):
-            try:
-                caller = sys._getframe(1)
-                if caller.f_code.co_name in _DEADLINE_CALLERS and frames.is_internal(caller.f_code):
-                    tracker.cancel_requested(
-                        self, semconv.ORIGIN_DEADLINE, None, "", "deadline exceeded"
-                    )
-                else:
-                    _explicit(self, caller, str(kwargs.get("reason", args[0] if args else "")))
-            except Exception as error:
-                part.fail(error)
-        original(self, *args, **kwargs)
-
-    return cancel
 
 
 # --- runs ----------------------------------------------------------------------------------------
