@@ -120,9 +120,21 @@ def outcome(record: ScopeRecord, error: BaseException | None, cancelled_caught: 
         return semconv.OUTCOME_OK
     if isinstance(error, asyncio.CancelledError) or is_cancellation(error):
         return semconv.OUTCOME_CANCELLED
+    if _only_cancellations(error):  # e.g. a trio nursery's group of its children's Cancelled
+        return semconv.OUTCOME_CANCELLED
     if isinstance(error, TimeoutError) and deadline:
         return semconv.OUTCOME_DEADLINE_EXCEEDED
     return semconv.OUTCOME_ERROR
+
+
+def _only_cancellations(error: BaseException, depth: int = 0) -> bool:
+    """Whether ``error`` is an exception group holding nothing but cancellations."""
+    members = getattr(error, "exceptions", None)
+    if not isinstance(members, tuple) or not members or depth > 32:
+        return False
+    return all(
+        is_cancellation(member) or _only_cancellations(member, depth + 1) for member in members
+    )
 
 
 def user_location(frame: Any) -> str:
