@@ -39,6 +39,8 @@ _pending: dict[int, tuple[object, str, bool]] = {}
 _creators: dict[int, tuple[CodeType, str | None]] = {}
 """``id(code)`` of functions that create scopes on the user's behalf -> ``(code, kind)``;
 ``kind`` ``None`` marks a pass-through (anyio's wrapper), the next frame decides."""
+_DISCARDED = ""
+"""The kind of a creator whose scope is thrown away at once (it is not tracked)."""
 _anyio_enter: CodeType | None = None
 _watched_runs: weakref.WeakSet[Any] = weakref.WeakSet()
 """Root tasks of the runs that have the scope instrument."""
@@ -81,6 +83,13 @@ def _on_anyio_import(module: ModuleType) -> None:
     frames.add_internal_package(anyio.__file__)
     _creators.update(api_kinds())
     scope_class = module.CancelScope
+    from anyio._core._tasks import CancelScope as PublicCancelScope
+
+    if issubclass(scope_class, PublicCancelScope):
+        # ``anyio.CancelScope(...)``: ``__new__`` builds a backend scope, then Python calls
+        # its ``__init__`` again, which replaces the trio scope built in ``__new__``.
+        new_code = PublicCancelScope.__new__.__code__
+        _creators[id(new_code)] = (new_code, _DISCARDED)
     create = module.TrioBackend.__dict__["create_cancel_scope"]
     for code in (scope_class.__init__.__code__, getattr(create, "__func__", create).__code__):
         _creators[id(code)] = (code, None)
@@ -155,17 +164,25 @@ def _init(original: Callable[..., None]) -> Callable[..., None]:
 def _remember_kind(scope: object, frame: FrameType | None) -> None:
     """Find who created ``scope``: a factory's kind and whether user code called it."""
     kind = None
+    via_anyio = False
     for _ in range(_WALK_LIMIT):
         if frame is None:
             break
         code = frame.f_code
         creator = _creators.get(id(code))
         if creator is not None and creator[0] is code:
-            kind = creator[1] or kind
+            if creator[1] is None:
+                via_anyio = True
+            elif creator[1] == _DISCARDED:
+                return
+            else:
+                kind = creator[1]
         elif code.co_filename != _CONTEXTLIB_FILE:
             break
         frame = frame.f_back
     internal = frame is None or frames.is_internal(frame.f_code)
+    if kind is None and via_anyio:
+        kind = semconv.SPAN_ANYIO_CANCEL_SCOPE
     if kind is None:
         if internal:
             return  # trio's (or a library's) own scope: not tracked
