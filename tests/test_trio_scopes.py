@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 
@@ -498,3 +499,46 @@ def test_correct_trio_programs_produce_zero_violations(instrument, spans):
     assert telemetry.points(semconv.METRIC_VIOLATIONS) == []
     if spans == "all":
         assert len(trio_spans(telemetry)) >= 8
+
+
+LATE_IMPORT = """
+import sys
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from scopewatch import ScopeWatchInstrumentor
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+ScopeWatchInstrumentor().instrument(tracer_provider=provider, spans="all")
+assert "trio" not in sys.modules and "anyio" not in sys.modules
+import anyio
+import trio
+
+async def main():
+    with anyio.move_on_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(anyio.sleep, 0)
+    with trio.fail_after(5):
+        pass
+
+anyio.run(main, backend="trio")
+print(sorted(span.name for span in exporter.get_finished_spans()))
+"""
+
+
+def test_trio_and_anyio_imported_after_instrumenting_are_patched():
+    result = subprocess.run(
+        [sys.executable, "-c", LATE_IMPORT], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(
+        sorted(
+            [
+                semconv.SPAN_ANYIO_MOVE_ON_AFTER,
+                semconv.SPAN_ANYIO_TASK_GROUP,
+                semconv.SPAN_TRIO_FAIL_AFTER,
+            ]
+        )
+    )

@@ -67,15 +67,24 @@ def uninstall() -> None:
 
 def _on_import(module: ModuleType) -> None:
     if _active and not _patches:
-        _patch(module)
-        if "anyio._backends._trio" in sys.modules:
-            _on_anyio_import(sys.modules["anyio._backends._trio"])
+        try:
+            _patch(module)
+        except Exception as error:  # an import hook must not fail the application's import
+            _patches.restore()
+            state.PART.fail(error)
 
 
 def _on_anyio_import(module: ModuleType) -> None:
+    """Learn anyio's trio backend (``install`` calls this again after every ``_patch``)."""
+    if _active and _patches:
+        try:
+            _learn_anyio(module)
+        except Exception as error:
+            state.PART.fail(error)
+
+
+def _learn_anyio(module: ModuleType) -> None:
     global _anyio_enter
-    if not (_active and _patches):
-        return
     import anyio
 
     from scopewatch.instrumentation.anyio_scopes import api_kinds
