@@ -124,6 +124,25 @@ def test_explicit_cancel_from_another_task_names_it_and_its_line(instrument):
     assert a[semconv.CANCEL_LOCATION] == f"{HERE}:{line('# <- cancel')}"
 
 
+def test_cancels_requested_before_the_scope_is_entered_keep_their_origin(instrument):
+    telemetry = instrument()
+
+    async def main() -> None:
+        with trio.move_on_after(0):  # <- expired at enter
+            await trio.sleep(1)
+        scope = trio.CancelScope()
+        scope.cancel()  # <- cancelled early
+        with scope:
+            await trio.sleep(1)
+
+    trio.run(main)
+    (expired,) = telemetry.spans(semconv.SPAN_TRIO_MOVE_ON_AFTER)
+    assert attrs(expired)[semconv.CANCEL_ORIGIN] == semconv.ORIGIN_DEADLINE
+    (early,) = telemetry.spans(semconv.SPAN_TRIO_CANCEL_SCOPE)
+    assert attrs(early)[semconv.CANCEL_ORIGIN] == semconv.ORIGIN_EXPLICIT
+    assert attrs(early)[semconv.CANCEL_LOCATION] == f"{HERE}:{line('# <- cancelled early')}"
+
+
 def test_scopes_cancelled_by_an_enclosing_deadline_have_parent_origin(instrument):
     telemetry = instrument()
 

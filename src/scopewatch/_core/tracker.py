@@ -118,11 +118,7 @@ class ScopeTracker:
         shield: bool = False,
         task_name: str | None = None,
     ) -> ScopeRecord | None:
-        """Record that ``task`` entered ``obj``; ``frame`` is the frame that entered it.
-
-        ``task_name`` is required for tasks without ``get_name()`` (trio's); asyncio callers
-        leave it out.
-        """
+        """Record that ``task`` entered ``obj`` in ``frame`` (``task_name``: for trio tasks)."""
         if len(self._by_scope) >= self.max_tracked:
             self.untracked += 1
             return None
