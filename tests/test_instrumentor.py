@@ -15,6 +15,7 @@ from pathlib import Path
 import anyio
 import anyio._backends._asyncio as anyio_backend
 import pytest
+import trio
 
 from scopewatch import ScopeWatchInstrumentor, semconv
 
@@ -35,6 +36,8 @@ def patched_targets() -> dict[str, object]:
         for cls in (asyncio.timeouts.Timeout, asyncio.TaskGroup):
             for name, value in vars(cls).items():
                 targets[f"{cls.__name__}.{name}"] = value
+    for name, value in vars(trio.CancelScope).items():
+        targets[f"trio.CancelScope.{name}"] = value
     return targets
 
 
@@ -44,6 +47,8 @@ def test_uninstrument_restores_every_original(instrument):
     during = patched_targets()
     assert during["anyio.__enter__"] is not before["anyio.__enter__"]
     assert during["anyio.create"] is not before["anyio.create"]
+    assert during["trio.CancelScope.__enter__"] is not before["trio.CancelScope.__enter__"]
+    assert during["trio.CancelScope._close"] is not before["trio.CancelScope._close"]
     telemetry.uninstrument()
     after = patched_targets()
     assert after.keys() == before.keys()
@@ -95,6 +100,53 @@ def test_semantics_are_identical_with_and_without_scopewatch(instrument, spans):
     bare = asyncio.run(program())
     instrument(spans=spans)
     assert asyncio.run(program()) == bare
+
+
+async def trio_program() -> dict[str, object]:
+    """The same through trio's own scopes and anyio on the trio backend."""
+    results: dict[str, object] = {}
+    with trio.move_on_after(0.01) as scope:
+        await trio.sleep(1)
+    results["move_on"] = (scope.cancel_called, scope.cancelled_caught)
+    try:
+        with trio.fail_after(0.01):
+            await trio.sleep(1)
+    except trio.TooSlowError as error:
+        results["fail_after"] = type(error).__name__
+    with anyio.move_on_after(0.01) as anyio_scope:
+        await anyio.sleep(1)
+    results["anyio_move_on"] = (anyio_scope.cancel_called, anyio_scope.cancelled_caught)
+    try:
+        with anyio.fail_after(0.01):
+            await anyio.sleep(1)
+    except TimeoutError as error:
+        results["anyio_fail_after"] = type(error).__name__
+
+    async def boom() -> None:
+        raise LookupError("x")
+
+    for opener in (trio.open_nursery, anyio.create_task_group):
+        try:
+            async with opener() as group:
+                group.start_soon(trio.sleep, 1)
+                group.start_soon(boom)
+        except BaseExceptionGroup as group_error:
+            results[opener.__name__] = [type(e).__name__ for e in group_error.exceptions]
+    with trio.CancelScope() as explicit:
+        explicit.cancel()  # no reason: trio < 0.31 takes none
+        await trio.sleep(1)
+    results["explicit"] = explicit.cancelled_caught
+    with trio.CancelScope(shield=True):
+        results["thread"] = await trio.to_thread.run_sync(lambda: "from a thread")
+    return results
+
+
+@pytest.mark.parametrize("spans", ["all", "anomalies", "none"])
+def test_trio_semantics_are_identical_with_and_without_scopewatch(instrument, spans):
+    bare = trio.run(trio_program)
+    instrument(spans=spans)
+    assert trio.run(trio_program) == bare
+    assert len(bare) == 8
 
 
 def test_instrumenting_twice_is_harmless(instrument, caplog):

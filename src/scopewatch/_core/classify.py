@@ -5,29 +5,29 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from scopewatch import semconv
-from scopewatch._core import asyncgens
+from scopewatch._core import frames, task_adapters
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from scopewatch._core.records import ScopeRecord
 
-_ACLOSE_TYPE = "async_generator_athrow"
 _ASEND_TYPE = "async_generator_asend"
 _PER_STEP_WRAPPERS = frozenset({"_wrap_awaitable", "_wait_for_one"})
 
 
-def cross_task_cause(record: ScopeRecord, exit_task: Any, exit_frame_ids: set[int]) -> str:
+def cross_task_cause(record: ScopeRecord, exit_task: Any, exit_frame: FrameType | None) -> str:
     """Cause of a ``cross_task_exit``: who runs the exit, and why in that task."""
+    if exit_task is not None:
+        aclose_cause = task_adapters.adapter_of(exit_task).aclose_cause(
+            exit_task, record, exit_frame
+        )
+        if aclose_cause:
+            return aclose_cause
     coro = _coro_of(exit_task)
     coro_type = type(coro).__name__
-    if coro_type == _ACLOSE_TYPE:
-        loop = _loop_of(exit_task)
-        if getattr(loop, "_asyncgens_shutdown_called", False):
-            return semconv.CAUSE_ASYNCGEN_SHUTDOWN
-        if asyncgens.closed_by_finalizer(record.asyncgen_frame):
-            return semconv.CAUSE_ASYNCGEN_FINALIZER
-        return semconv.CAUSE_OTHER_TASK  # the program ran aclose() itself in another task
     if record.asyncgen_frame and (
-        record.asyncgen_frame in exit_frame_ids
+        record.asyncgen_frame in frames.frame_ids(exit_frame)
         or coro_type == _ASEND_TYPE
         or getattr(coro, "__name__", "") in _PER_STEP_WRAPPERS
     ):
@@ -53,8 +53,3 @@ def non_lifo_cause(record: ScopeRecord, innermost: ScopeRecord) -> str:
 def _coro_of(task: Any) -> Any:
     get_coro = getattr(task, "get_coro", None)
     return get_coro() if get_coro is not None else None
-
-
-def _loop_of(task: Any) -> Any:
-    get_loop = getattr(task, "get_loop", None)
-    return get_loop() if get_loop is not None else None

@@ -13,11 +13,11 @@ if TYPE_CHECKING:
 CAUSE_TEXT: dict[str, str] = {
     semconv.CAUSE_ASYNCGEN_FINALIZER: (
         "the async generator was abandoned un-closed (e.g. `break` out of `async for`) and the "
-        "event loop's finalizer ran its aclose() in a new task"
+        "event loop's finalizer (on trio: trio's own) ran its aclose() in a new task"
     ),
     semconv.CAUSE_ASYNCGEN_SHUTDOWN: (
         "the async generator was still open when the loop shut down, and "
-        "loop.shutdown_asyncgens() closed it in a new task"
+        "loop.shutdown_asyncgens() (on trio: the end of trio.run) closed it in another task"
     ),
     semconv.CAUSE_PER_STEP_TASK: (
         "each step of the async generator ran in a fresh task "

@@ -39,7 +39,11 @@ _CONTEXTLIB_FILE = os.path.abspath(contextlib.__file__)
 _LOOP_CALLBACK = asyncio.events.Handle._run.__code__
 """Where the event loop runs a task step: frames below it called ``asyncio.run``, not the task."""
 _INTERNAL_FILES: set[str] = {_CONTEXTLIB_FILE}
-_code_info: dict[int, tuple[CodeType, bool, dict[int, int]]] = {}
+_BOUNDARY = 2
+"""``internal`` value of a runner's task-stepping code (e.g. trio's ``unrolled_run``)."""
+_boundaries: dict[int, CodeType] = {}
+"""``id(code)`` of runner code that steps tasks: frames beyond it called the runner."""
+_code_info: dict[int, tuple[CodeType, int, dict[int, int]]] = {}
 """``id(code)`` -> ``(code, internal, {f_lasti: line})``. Keyed by ``id()`` because hashing a
 code object hashes its constants and bytecode on every lookup (~150 ns for a large function);
 the entry holds the code object, so its id cannot be reused while cached. The line cache
@@ -54,22 +58,32 @@ def add_internal_package(module_file: str | None) -> None:
         _code_info.clear()
 
 
+def add_boundary(code: CodeType) -> None:
+    """Stop captures at ``code``, a runner stepping tasks (like asyncio's ``Handle._run``)."""
+    _boundaries[id(code)] = code
+    _code_info.pop(id(code), None)
+
+
 def is_internal(code: CodeType) -> bool:
     """Whether ``code`` belongs to anyio, asyncio, contextlib or scopewatch (cached)."""
     info = _code_info.get(id(code))
     if info is None or info[0] is not code:
         info = _classify(code)
-    return info[1]
+    return bool(info[1])
 
 
-def _classify(code: CodeType) -> tuple[CodeType, bool, dict[int, int]]:
+def _classify(code: CodeType) -> tuple[CodeType, int, dict[int, int]]:
     filename = code.co_filename
     internal = (
         filename in _INTERNAL_FILES
         or filename.startswith(tuple(_INTERNAL_PREFIXES))
         or filename.startswith("<frozen ")
     ) and not filename.startswith(_USER_PREFIXES)
-    info: tuple[CodeType, bool, dict[int, int]] = (code, internal, {})
+    info: tuple[CodeType, int, dict[int, int]] = (
+        code,
+        _BOUNDARY if id(code) in _boundaries else int(internal),
+        {},
+    )
     _code_info[id(code)] = info
     return info
 
@@ -108,6 +122,8 @@ def capture(frame: FrameType | None, depth: int) -> tuple[Frames, str, int]:
                 asyncgen_frame = id(frame)
             if len(kept) >= depth:
                 break
+        elif info[1] == _BOUNDARY:
+            break
         frame = frame.f_back
     return tuple(kept), asyncgen, asyncgen_frame
 

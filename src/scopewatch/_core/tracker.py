@@ -3,7 +3,8 @@
 Pure bookkeeping: no patching and no OpenTelemetry. Wrappers in ``scopewatch.instrumentation``
 feed it; a :class:`ScopeSink` (``scopewatch.telemetry.scopes``) turns records into telemetry.
 Scope objects are keyed by ``id()`` and held strongly only while entered (anyio's slotted
-scopes cannot be weakly referenced); task entries hold tasks weakly.
+scopes cannot be weakly referenced); task entries hold tasks weakly. Tasks are asyncio or trio
+tasks, read through :mod:`scopewatch._core.task_adapters`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Protocol
 
 from scopewatch import semconv
-from scopewatch._core import classify, frames
+from scopewatch._core import classify, frames, task_adapters
 from scopewatch._core.records import CancelInfo, ScopeRecord, Violation
 
 if TYPE_CHECKING:
@@ -117,8 +118,9 @@ class ScopeTracker:
         frame: FrameType | None,
         timeout: float | None = None,
         shield: bool = False,
+        task_name: str | None = None,
     ) -> ScopeRecord | None:
-        """Record that ``task`` entered ``obj``; ``frame`` is the frame that entered it."""
+        """Record that ``task`` entered ``obj`` in ``frame`` (``task_name``: for trio tasks)."""
         if len(self._by_scope) >= self.max_tracked:
             self.untracked += 1
             if self.untracked == 1 and self.bound_reached is not None:
@@ -134,7 +136,7 @@ class ScopeTracker:
             kind,
             user,
             task,
-            task.get_name(),
+            task.get_name() if task_name is None else task_name,
             _time_ns(),
             _perf_counter(),
             captured,
@@ -157,7 +159,7 @@ class ScopeTracker:
         if entry is None or entry.task_ref() is not task:
             entry = _TaskScopes(weakref.ref(task, functools.partial(self._forget_task, key)))
             self._by_task[key] = entry
-            task.add_done_callback(self._task_done)
+            task_adapters.adapter_of(task).watch(task, self._task_done)
         return entry
 
     # --- cancel -----------------------------------------------------------------------------
@@ -175,18 +177,25 @@ class ScopeTracker:
         return record if record is not None and record.obj is obj else None
 
     def cancel_requested(
-        self, obj: object, origin: str, task: Any, location: str, reason: str
+        self,
+        obj: object,
+        origin: str,
+        task: Any,
+        location: str,
+        reason: str,
+        task_name: str | None = None,
     ) -> None:
         """Someone asked ``obj`` to cancel; the first request is the one that counts.
 
         A request without a location (a deadline timer) is placed where the scope was entered.
+        ``task_name`` names the requester when only its name is known (``task`` is ``None``).
         """
         record = self.record_of(obj)
         if record is not None and record.cancel is not None:
             return
         info = CancelInfo(
             origin=origin,
-            task=task.get_name() if task is not None else "",
+            task=task_adapters.task_name(task) if task_name is None else task_name,
             location=location or (frames.location(record.frames) if record else ""),
             reason=reason,
             span_context=self.sink.current_span_context(),
@@ -197,6 +206,17 @@ class ScopeTracker:
         if len(self._exited_cancels) >= _EXITED_CANCELS_LIMIT:
             del self._exited_cancels[next(iter(self._exited_cancels))]
         self._exited_cancels[id(obj)] = (obj, info)
+
+    def claim_early_cancel(self, record: ScopeRecord) -> None:
+        """Give ``record`` a cancel requested before its scope was entered, if there was one."""
+        early = self._exited_cancels.pop(id(record.obj), None)
+        if early is None:
+            return
+        if early[0] is record.obj:
+            if record.cancel is None:
+                record.cancel = early[1]
+        else:
+            self._exited_cancels[id(early[0])] = early
 
     def cancel_of(self, obj: object) -> tuple[str, CancelInfo] | None:
         """The kind and cancel request of a scope, entered or recently exited, if any."""
@@ -270,7 +290,7 @@ class ScopeTracker:
             self._violate(
                 record,
                 semconv.KIND_CROSS_TASK_EXIT,
-                classify.cross_task_cause(record, exit_task, frames.frame_ids(frame)),
+                classify.cross_task_cause(record, exit_task, frame),
                 exit_task,
                 frame,
             )
@@ -306,7 +326,7 @@ class ScopeTracker:
                 cause=cause,
                 scope_kind=record.kind,
                 enter_task=record.task_name,
-                exit_task=exit_task.get_name() if exit_task is not None else "",
+                exit_task=task_adapters.task_name(exit_task),
                 asyncgen=record.asyncgen,
                 enter_frames=record.frames,
                 exit_frames=exit_frames,
@@ -319,6 +339,10 @@ class ScopeTracker:
         self.sink.exited(record, facts)
 
     # --- task end ---------------------------------------------------------------------------
+
+    def task_done(self, task: Any) -> None:
+        """``task`` finished (for runtimes whose tasks take no done callback, e.g. trio)."""
+        self._task_done(task)
 
     def _task_done(self, task: Any) -> None:
         # Scopes still entered are orphaned, not yet leaked: a stored client or exit stack is
@@ -335,25 +359,27 @@ class ScopeTracker:
     def close_loop(self, loop: Any = None) -> None:
         """``loop`` is closing (``None``: every loop): each scope still entered there leaked.
 
-        Only scopes entered by tasks of that loop are judged; each is reported once and
+        ``loop`` is an asyncio event loop, or the root task of a trio run that ends. Only
+        scopes entered by tasks of that loop are judged; each is reported once and
         forgotten, so a later exit of the same object is not tracked.
         """
         for key, record in list(self._by_scope.items()):
-            if loop is not None and _loop_of(record.task) is not loop:
+            adapter = task_adapters.adapter_of(record.task)
+            if loop is not None and adapter.runner(record.task) is not loop:
                 continue
             del self._by_scope[key]
-            if record.task is not None and record.task.done():
+            ended = adapter.runner_ended
+            if record.task is not None and adapter.done(record.task):
                 self._leak(
                     record,
                     semconv.CAUSE_TASK_FINISHED,
-                    f"the task {record.task_name!r} that entered it finished and the event "
-                    "loop then closed",
+                    f"the task {record.task_name!r} that entered it finished and {ended} later",
                 )
             else:
-                self._leak(record, semconv.CAUSE_LOOP_CLOSED, "the event loop closed")
+                self._leak(record, semconv.CAUSE_LOOP_CLOSED, ended)
         for key, entry in list(self._by_task.items()):
             task = entry.task_ref()
-            if loop is None or task is None or _loop_of(task) is loop:
+            if loop is None or task is None or task_adapters.adapter_of(task).runner(task) is loop:
                 del self._by_task[key]
 
     def _leak(self, record: ScopeRecord, cause: str, why: str) -> None:
@@ -373,8 +399,3 @@ class ScopeTracker:
         )
         record.violations.append(violation)
         self.sink.leaked(record, violation)
-
-
-def _loop_of(task: Any) -> Any:
-    get_loop = getattr(task, "get_loop", None)
-    return get_loop() if get_loop is not None else None

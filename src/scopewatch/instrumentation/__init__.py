@@ -9,6 +9,7 @@ FEATURE_MODULES: dict[str, tuple[str, ...]] = {
     "scopes": (
         "scopewatch.instrumentation.anyio_scopes",
         "scopewatch.instrumentation.asyncio_scopes",
+        "scopewatch.instrumentation.trio_scopes",
         "scopewatch.instrumentation.loop_hooks",
     ),
     "tasks": ("scopewatch.instrumentation.tasks",),

@@ -1,4 +1,4 @@
-"""The scope tracker shared by the anyio and asyncio scope wrappers while instrumenting."""
+"""The scope tracker shared by the anyio, asyncio and trio scope wrappers while instrumenting."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from scopewatch import semconv
 from scopewatch._core import frames
 from scopewatch._core.tracker import ExitFacts, ScopeTracker
 from scopewatch._safety import Part
+from scopewatch.instrumentation._patching import is_cancellation
 from scopewatch.telemetry.metrics import warn_bound_reached
 from scopewatch.telemetry.scopes import ScopeTelemetry
 
@@ -90,8 +91,12 @@ def finish_exit(
     exit_task: Any,
     error: BaseException | None,
     read_facts: ScopeFacts,
+    exit_name: str | None = None,
 ) -> None:
-    """Resolve the outcome and cancel origin of an exit and hand it to the sink (guarded)."""
+    """Resolve the outcome and cancel origin of an exit and hand it to the sink (guarded).
+
+    ``exit_name`` is the exiting task's name where it has no ``get_name()`` (trio).
+    """
     scope_tracker = tracker
     if scope_tracker is None or not PART.enabled:
         return
@@ -100,7 +105,8 @@ def finish_exit(
         result = outcome(record, error, cancelled_caught)
         if result in (semconv.OUTCOME_CANCELLED, semconv.OUTCOME_DEADLINE_EXCEEDED):
             scope_tracker.resolve_cancel(record, parents)
-        exit_name = exit_task.get_name() if exit_task is not None else ""
+        if exit_name is None:
+            exit_name = exit_task.get_name() if exit_task is not None else ""
         # Positional: keywords cost a slotted dataclass twice as much.
         scope_tracker.finish(
             record, ExitFacts(exit_name, result, cancel_called, cancelled_caught, error)
@@ -116,11 +122,23 @@ def outcome(record: ScopeRecord, error: BaseException | None, cancelled_caught: 
         if cancelled_caught:
             return semconv.OUTCOME_DEADLINE_EXCEEDED if deadline else semconv.OUTCOME_CANCELLED
         return semconv.OUTCOME_OK
-    if isinstance(error, asyncio.CancelledError):
+    if isinstance(error, asyncio.CancelledError) or is_cancellation(error):
+        return semconv.OUTCOME_CANCELLED
+    if _only_cancellations(error):  # e.g. a trio nursery's group of its children's Cancelled
         return semconv.OUTCOME_CANCELLED
     if isinstance(error, TimeoutError) and deadline:
         return semconv.OUTCOME_DEADLINE_EXCEEDED
     return semconv.OUTCOME_ERROR
+
+
+def _only_cancellations(error: BaseException, depth: int = 0) -> bool:
+    """Whether ``error`` is an exception group holding nothing but cancellations."""
+    members = getattr(error, "exceptions", None)
+    if not isinstance(members, tuple) or not members or depth > 32:
+        return False
+    return all(
+        is_cancellation(member) or _only_cancellations(member, depth + 1) for member in members
+    )
 
 
 def user_location(frame: Any) -> str:

@@ -67,7 +67,6 @@ def _on_import(module: ModuleType) -> None:
 def _patch(module: ModuleType) -> None:
     global _patched, _task_group_aenter, _deadline_callback
     import anyio
-    from anyio._core import _tasks
 
     frames.add_internal_package(anyio.__file__)
     scope_class = module.CancelScope
@@ -79,6 +78,18 @@ def _patch(module: ModuleType) -> None:
         create_cancel_scope=backend_class.__dict__["create_cancel_scope"],
     )
     _api_kinds.clear()
+    _api_kinds.update(api_kinds())
+    _task_group_aenter = module.TaskGroup.__aenter__.__code__
+    _deadline_callback = scope_class._timeout.__code__
+    _wrap(scope_class, backend_class)
+    _patched = (scope_class, backend_class)
+
+
+def api_kinds() -> dict[int, tuple[CodeType, str]]:
+    """``id(code)`` -> ``(code, kind)`` of anyio's public scope factories (any backend)."""
+    from anyio._core import _tasks
+
+    kinds: dict[int, tuple[CodeType, str]] = {}
     for name, kind in (
         ("move_on_after", semconv.SPAN_ANYIO_MOVE_ON_AFTER),
         ("move_on_at", semconv.SPAN_ANYIO_MOVE_ON_AT),
@@ -88,13 +99,10 @@ def _patch(module: ModuleType) -> None:
         function = getattr(_tasks, name, None)
         function = getattr(function, "__wrapped__", function)
         if function is not None:
-            _api_kinds[id(function.__code__)] = (function.__code__, kind)
+            kinds[id(function.__code__)] = (function.__code__, kind)
     new_code = _tasks.CancelScope.__new__.__code__
-    _api_kinds[id(new_code)] = (new_code, semconv.SPAN_ANYIO_CANCEL_SCOPE)
-    _task_group_aenter = module.TaskGroup.__aenter__.__code__
-    _deadline_callback = scope_class._timeout.__code__
-    _wrap(scope_class, backend_class)
-    _patched = (scope_class, backend_class)
+    kinds[id(new_code)] = (new_code, semconv.SPAN_ANYIO_CANCEL_SCOPE)
+    return kinds
 
 
 def _wrap(scope_class: type, backend_class: type) -> None:

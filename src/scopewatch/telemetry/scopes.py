@@ -62,8 +62,16 @@ def code_attributes(record: ScopeRecord) -> dict[str, Any]:
 
 
 def _current_task() -> Any:
+    """The running asyncio task, else the running trio task, else ``None``."""
     try:
         return asyncio.current_task()
+    except RuntimeError:
+        pass
+    trio = sys.modules.get("trio")
+    if trio is None:
+        return None
+    try:
+        return trio.lowlevel.current_task()
     except RuntimeError:
         return None
 

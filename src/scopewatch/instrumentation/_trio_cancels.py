@@ -1,0 +1,107 @@
+"""Who cancelled a trio cancel scope: a deadline, ``cancel()``, a nursery's failing child, Ctrl-C.
+
+trio 0.31+ passes a ``CancelReason`` to ``CancelScope._cancel``; older trio calls ``cancel()``
+for every cancellation, and the caller tells a deadline from an explicit request.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import TYPE_CHECKING, Any
+
+from scopewatch import semconv
+from scopewatch._core import frames
+from scopewatch.instrumentation import _scope_state as state
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import CodeType, FrameType
+
+_TASK_REPR = re.compile(r"<Task '(.*)' at 0x[0-9a-f]+>\Z", re.DOTALL)
+_DEADLINE_CALLERS = frozenset({"expire", "cancel_called", "__enter__"})
+"""trio (before cancel reasons) cancels a scope whose deadline passed from these functions."""
+
+anyio_cancel: CodeType | None = None
+"""``anyio._backends._trio.CancelScope.cancel``: passes the user's call on to trio."""
+
+
+def _no_task() -> Any:
+    return None
+
+
+current_task: Callable[[], Any] = _no_task
+"""The running trio task or ``None`` (set by ``trio_scopes`` when it patches trio)."""
+
+
+def wrap(original: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+    """``CancelScope._cancel`` recording the first request's origin, requester and place."""
+    part = state.PART
+
+    def _cancel(self: Any, cancel_reason: Any) -> None:
+        if part.enabled and state.tracker is not None:
+            try:
+                _on_cancel_reason(self, cancel_reason, sys._getframe(1))
+            except Exception as error:
+                part.fail(error)
+        original(self, cancel_reason)
+
+    return _cancel
+
+
+def _on_cancel_reason(scope: Any, cancel_reason: Any, frame: FrameType) -> None:
+    """Who cancelled, from trio's ``CancelReason``: a deadline, ``cancel()``, a nursery, Ctrl-C."""
+    tracker = state.tracker
+    # Not ``cancel_called``: that property cancels an expired scope, calling back in here.
+    if tracker is None or getattr(scope, "_cancel_called", False):
+        return
+    source = getattr(cancel_reason, "source", "")
+    text = getattr(cancel_reason, "reason", None) or ""
+    if source == "deadline":
+        tracker.cancel_requested(scope, semconv.ORIGIN_DEADLINE, None, "", "deadline exceeded")
+    elif source == "explicit":
+        _explicit(scope, frame.f_back, text)  # frame is trio's cancel()
+    elif source == "KeyboardInterrupt":
+        tracker.cancel_requested(scope, semconv.ORIGIN_EXTERNAL, None, "", "KeyboardInterrupt")
+    else:  # "nursery": a child task raised; trio runs this outside any task
+        match = _TASK_REPR.match(getattr(cancel_reason, "source_task", None) or "")
+        tracker.cancel_requested(
+            scope,
+            semconv.ORIGIN_PARENT,
+            None,
+            "",
+            text or f"{source} cancelled it",
+            match.group(1) if match else "",
+        )
+
+
+def _explicit(scope: Any, caller: FrameType | None, reason: str) -> None:
+    tracker = state.tracker
+    if tracker is None or caller is None:
+        return
+    if caller.f_code is anyio_cancel and caller.f_back is not None:
+        caller = caller.f_back  # anyio's CancelScope.cancel() passing the user's call on
+    origin = semconv.ORIGIN_PARENT if frames.is_internal(caller.f_code) else semconv.ORIGIN_EXPLICIT
+    tracker.cancel_requested(scope, origin, current_task(), state.user_location(caller), reason)
+
+
+def wrap_legacy(original: Callable[..., None]) -> Callable[..., None]:
+    """``CancelScope.cancel`` of trio before cancel reasons (it also ran for deadlines)."""
+    part = state.PART
+
+    def cancel(self: Any, *args: Any, **kwargs: Any) -> None:
+        tracker = state.tracker
+        if part.enabled and tracker is not None and not getattr(self, "_cancel_called", True):
+            try:
+                caller = sys._getframe(1)
+                if caller.f_code.co_name in _DEADLINE_CALLERS and frames.is_internal(caller.f_code):
+                    tracker.cancel_requested(
+                        self, semconv.ORIGIN_DEADLINE, None, "", "deadline exceeded"
+                    )
+                else:
+                    _explicit(self, caller, str(kwargs.get("reason", args[0] if args else "")))
+            except Exception as error:
+                part.fail(error)
+        original(self, *args, **kwargs)
+
+    return cancel
