@@ -6,6 +6,7 @@ import os
 
 os.environ["SCOPEWATCH_STRICT"] = "1"  # our own errors re-raise under our tests
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -104,3 +105,13 @@ def instrument() -> Iterator[Callable[..., Telemetry]]:
         telemetry.uninstrument()
         telemetry.tracer_provider.shutdown()
         telemetry.meter_provider.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def no_trio_instrument_dropped(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """trio logs and drops an instrument that raised (scopewatch's own errors re-raise under
+    these tests): such a log fails the test instead of passing unnoticed."""
+    caplog.set_level(logging.ERROR, logger="trio.abc.Instrument")
+    yield
+    records = caplog.get_records("setup") + caplog.get_records("call")
+    assert [r.getMessage() for r in records if r.name == "trio.abc.Instrument"] == []

@@ -30,17 +30,19 @@ from scopewatch._core.tasks import TaskRecord
 if TYPE_CHECKING:
     from scopewatch._core.tasks import TaskSink, TaskTracker
 
-_FAILURES_KEPT = 256
-"""Failed tasks remembered per run, to name the sibling a nursery cancelled for."""
+_ENDED_KEPT = 256
+"""Ended tasks remembered per run (failed or with a span), to name and link a canceller."""
 _DEADLINE = "a cancel scope's deadline expired"
 _EXPLICIT = "an enclosing cancel scope was cancelled"
 
 
 @dataclass(slots=True, frozen=True)
-class _Failure:
+class _Ended:
     name: str
     error_type: str
+    """``""`` unless it failed."""
     location: str
+    """Where it raised."""
     span_context: Any
 
 
@@ -52,8 +54,8 @@ class TrioRun:
         self.sink = sink
         self.records: dict[Any, TaskRecord] = {}
         """Live trio task -> its record."""
-        self._failures: dict[str, _Failure] = {}
-        """``repr(task)`` of tasks that ended with an error (the newest few)."""
+        self._ended: dict[str, _Ended] = {}
+        """``repr(task)`` of the newest tasks that ended with an error or had a span."""
         self._canceller: tuple[str, Any] = ("", None)
         """The last ``source_task`` looked up among the live tasks, and its span context."""
 
@@ -110,8 +112,8 @@ class TrioRun:
         ):
             record.routine = True
         self.sink.ended(record, name, outcome, error)
-        if outcome == semconv.OUTCOME_ERROR and error is not None:
-            self._remember_failure(task, name, error, record)
+        if outcome == semconv.OUTCOME_ERROR or record.span_context is not None:
+            self._remember(task, name, error, record)
         record.span = record.parent_context = None
 
     def closed(self) -> None:
@@ -122,16 +124,23 @@ class TrioRun:
             self.tracker.active -= 1
             self.sink.abandoned(record, str(getattr(task, "name", "")), "trio run")
             record.span = record.parent_context = None
-        self._failures.clear()
+        self._ended.clear()
 
-    def _remember_failure(
-        self, task: Any, name: str, error: BaseException, record: TaskRecord
+    def _remember(
+        self, task: Any, name: str, error: BaseException | None, record: TaskRecord
     ) -> None:
-        failures = self._failures
-        if len(failures) >= _FAILURES_KEPT:
-            del failures[next(iter(failures))]
-        failures[repr(task)] = _Failure(
-            name, type(error).__name__, cancels.raise_location(error), record.span_context
+        ended = self._ended
+        if len(ended) >= _ENDED_KEPT:
+            del ended[next(iter(ended))]
+        failed = error is not None and outcome_of(error) == semconv.OUTCOME_ERROR
+        key = repr(task)
+        if key == self._canceller[0]:
+            self._canceller = ("", None)  # that canceller ended: its span may be new
+        ended[key] = _Ended(
+            name,
+            type(error).__name__ if failed else "",
+            cancels.raise_location(error) if failed else "",
+            record.span_context,
         )
 
     # --- cancel attribution -----------------------------------------------------------------
@@ -159,7 +168,7 @@ class TrioRun:
         asker = str(getattr(cancelled, "source_task", None) or "")
         if source == "nursery":
             return self._nursery_cancel(asker, reason)
-        span_context = self._live_span_context(asker) if asker else None
+        span_context = self._span_context_of(asker) if asker else None
         if source == "explicit":
             reason = reason or _EXPLICIT
         return CancelInfo(semconv.ORIGIN_PARENT, task_name(asker), "", reason, span_context)
@@ -167,8 +176,8 @@ class TrioRun:
     def _nursery_cancel(self, asker: str, reason: str) -> CancelInfo:
         """A nursery cancelled its children: a child or the nursery's body raised."""
         name = task_name(asker)
-        failure = self._failures.get(asker)
-        if reason.startswith("child task raised") and failure is not None:
+        failure = self._ended.get(asker)
+        if reason.startswith("child task raised") and failure is not None and failure.error_type:
             why = f"sibling task {failure.name!r} failed with {failure.error_type}"
             return CancelInfo(
                 semconv.ORIGIN_PARENT, failure.name, failure.location, why, failure.span_context
@@ -180,11 +189,11 @@ class TrioRun:
         else:
             why = reason or "its nursery was cancelled"
         return CancelInfo(
-            semconv.ORIGIN_PARENT, name, "", why, self._live_span_context(asker) if asker else None
+            semconv.ORIGIN_PARENT, name, "", why, self._span_context_of(asker) if asker else None
         )
 
-    def _live_span_context(self, asker: str) -> Any:
-        """The span context of the live task whose ``repr`` is ``asker`` (cached per asker)."""
+    def _span_context_of(self, asker: str) -> Any:
+        """The span context of the live or recently ended task whose ``repr`` is ``asker``."""
         if self._canceller[0] == asker:
             return self._canceller[1]
         wanted = _repr_id(asker)
@@ -193,6 +202,9 @@ class TrioRun:
             if id(task) == wanted and repr(task) == asker:
                 found = record.span_context
                 break
+        else:
+            ended = self._ended.get(asker)
+            found = ended.span_context if ended is not None else None
         self._canceller = (asker, found)
         return found
 
