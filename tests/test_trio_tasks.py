@@ -22,6 +22,11 @@ REASONS = hasattr(trio.Cancelled, "source")
 """trio >= 0.31: ``Cancelled`` says who cancelled (source, source task, reason)."""
 
 
+def run(main: Any, *args: Any) -> Any:
+    """``trio.run`` with exception groups always (the default from trio 0.25)."""
+    return trio.run(main, *args, strict_exception_groups=True)
+
+
 def attrs(span: Any) -> dict[str, Any]:
     return dict(span.attributes or {})
 
@@ -77,7 +82,7 @@ def test_all_mode_one_span_per_task_nested_under_the_spawning_task(instrument: A
 
             nursery.start_soon(keep, 1, name="first")
 
-    trio.run(main)
+    run(main)
     assert results == [2]
     spans = by_task_name(telemetry)
     root = spans.pop(f"{__name__}.{main.__qualname__}")
@@ -106,7 +111,7 @@ def test_the_span_around_trio_run_is_the_parent_of_the_main_task(instrument: Any
         await trio.sleep(0)
 
     with tracer.start_as_current_span("caller") as caller:
-        trio.run(main)
+        run(main)
         assert trace.get_current_span() is caller
     (root,) = task_spans(telemetry, span_name(main))
     assert root.parent is not None and root.parent.span_id == caller.get_span_context().span_id
@@ -122,7 +127,7 @@ def test_outcomes_and_sibling_failure_attribution(instrument: Any) -> None:
                 nursery.start_soon(fails, name="failing")
         assert caught.group_contains(ValueError)
 
-    trio.run(main)
+    run(main)
     spans = by_task_name(telemetry)
     failing, victim = spans["failing"], spans["victim"]
     assert attrs(failing)[semconv.TASK_OUTCOME] == semconv.OUTCOME_ERROR
@@ -149,7 +154,10 @@ def test_explicit_cancel_names_the_canceller_and_its_reason(instrument: Any) -> 
 
     async def canceller(scope: trio.CancelScope) -> None:
         await trio.sleep(0)
-        scope.cancel(reason="shutting the workers down")
+        if REASONS:
+            scope.cancel(reason="shutting the workers down")
+        else:
+            scope.cancel()
         await trio.sleep(10)
 
     async def main() -> None:
@@ -157,7 +165,7 @@ def test_explicit_cancel_names_the_canceller_and_its_reason(instrument: Any) -> 
             nursery.start_soon(sleeps, name="worker")
             nursery.start_soon(canceller, nursery.cancel_scope, name="boss")
 
-    trio.run(main)
+    run(main)
     spans = by_task_name(telemetry)
     worker = attrs(spans["worker"])
     assert worker[semconv.TASK_OUTCOME] == semconv.OUTCOME_CANCELLED
@@ -181,7 +189,7 @@ def test_deadline_cancels_are_attributed_to_the_deadline(instrument: Any) -> Non
                 nursery.start_soon(sleeps, name="late")
         assert scope.cancelled_caught
 
-    trio.run(main)
+    run(main)
     late = attrs(by_task_name(telemetry)["late"])
     assert late[semconv.TASK_OUTCOME] == semconv.OUTCOME_CANCELLED
     assert late[semconv.CANCEL_ORIGIN] == semconv.ORIGIN_DEADLINE
@@ -201,7 +209,7 @@ def test_system_tasks_are_internal(instrument: Any) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(child, 1, name="user")
 
-    trio.run(main)
+    run(main)
     assert ran == ["system task"]
     # the user tasks are spans; the init task, the run_sync_soon task and the system task
     # (cancelled at shutdown, slower than the threshold) are not
@@ -231,7 +239,7 @@ def test_anomalies_mode_exports_only_failed_cancelled_or_slow_tasks(instrument: 
                     nursery.start_soon(sleeps, name="victim")
             return request.get_span_context().span_id
 
-    parent_id = trio.run(main)
+    parent_id = run(main)
     spans = by_task_name(telemetry)
     main_span = spans.pop(f"{__name__}.{main.__qualname__}")  # slower than the threshold
     assert attrs(main_span)[semconv.TASK_OUTCOME] == semconv.OUTCOME_OK
@@ -259,7 +267,7 @@ def test_none_mode_makes_no_task_span_but_keeps_metrics(instrument: Any) -> None
                 nursery.start_soon(fails)
                 nursery.start_soon(sleeps)
 
-    trio.run(main)
+    run(main)
     assert task_spans(telemetry) == []
     points = telemetry.points(semconv.METRIC_TASK_DURATION)
     by_outcome = {dict(p.attributes)[semconv.TASK_OUTCOME]: p.count for p in points}
@@ -286,7 +294,7 @@ def test_task_active_counts_running_trio_tasks(instrument: Any) -> None:
             release.set()
         seen.append(active())
 
-    trio.run(main)
+    run(main)
     assert seen == [8, 3]  # init, run_sync_soon, main and five waiters; then the first three
     assert active() == 0
 
@@ -313,7 +321,7 @@ def test_results_are_identical_with_and_without_scopewatch(instrument: Any) -> N
                 await trio.sleep(10)
             seen.append((scope.cancel_called, scope.cancelled_caught))
             with trio.CancelScope() as scope:
-                scope.cancel(reason="why")
+                scope.cancel()
                 try:
                     await trio.sleep(1)
                 except trio.Cancelled as cancelled:
@@ -321,7 +329,7 @@ def test_results_are_identical_with_and_without_scopewatch(instrument: Any) -> N
                     raise
             return "done"
 
-        seen.append(trio.run(main))
+        seen.append(run(main))
         return seen
 
     bare = program()
@@ -341,7 +349,7 @@ def test_instrumenting_inside_a_running_trio_run_tracks_tasks_spawned_afterwards
             started.append(instrument(spans="all"))
             nursery.start_soon(child, 2, name="after")
 
-    trio.run(main)
+    run(main)
     (telemetry,) = started
     assert [attrs(span)[semconv.TASK_NAME] for span in task_spans(telemetry)] == ["after"]
 
@@ -379,7 +387,7 @@ def test_uninstrument_restores_setup_runner_and_retires_instruments(instrument: 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(child, 1, name="after")
 
-    trio.run(main)
+    run(main)
     release.set()
     thread.join()
     assert other_thread == [1]
@@ -388,7 +396,7 @@ def test_uninstrument_restores_setup_runner_and_retires_instruments(instrument: 
     assert "before" in names
     assert "after" not in names and "elsewhere-after" not in names
     telemetry.exporter.clear()
-    assert trio.run(child, 1) == 2
+    assert run(child, 1) == 2
     assert task_spans(telemetry) == []  # a new run is not instrumented
 
 
@@ -418,7 +426,7 @@ def test_a_failure_of_scopewatch_never_reaches_the_application(
             nursery.start_soon(keep, 2)
         return sorted(results)
 
-    assert trio.run(main) == [2, 4]
+    assert run(main) == [2, 4]
     assert not trio_tasks.PART.enabled
     assert "trio task instrumentation failed and is disabled" in caplog.text
     trio_tasks.PART.reset()

@@ -144,18 +144,30 @@ def _is_task_exited(code: CodeType) -> bool:
 
 
 def _cancelled_scope(task: Any) -> Any:
-    """The nearest cancelled scope enclosing ``task`` (through trio's cancel statuses)."""
+    """The scope whose cancellation reached ``task``, through trio's cancel statuses.
+
+    The task's nursery cancels its own scope when the task exits with ``Cancelled`` (before
+    the instrument hears of it), so the origin is looked for upwards, as long as the
+    cancellation can come from there: the outermost cancelled scope carrying the same
+    ``CancelReason`` as the nearest one (trio >= 0.31 passes the origin's reason down), or
+    simply the outermost cancelled one on older trios.
+    """
     status = getattr(task.parent_nursery, "_cancel_status", None)
+    found, reason = None, None
     for _ in range(_STATUS_DEPTH):
-        if status is None:
+        if status is None or not getattr(status, "effectively_cancelled", False):
             break
         scope = getattr(status, "_scope", None)
         if getattr(scope, "_cancel_called", False):
-            return scope
+            scope_reason = getattr(scope, "_cancel_reason", None)
+            if found is None:
+                found, reason = scope, scope_reason
+            elif scope_reason is reason:
+                found = scope
         if getattr(scope, "shield", False):
             break
         status = getattr(status, "parent", None)
-    return None
+    return found
 
 
 def running_runner() -> Any:
