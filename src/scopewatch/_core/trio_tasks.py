@@ -6,9 +6,10 @@ read from trio; a :class:`TrioRun` keeps the records (through the shared
 :class:`~scopewatch._core.tasks.TaskTracker`, which names tasks and counts them) and hands
 ended tasks to the task sink.
 
-On trio a task is never cancelled directly: an enclosing cancel scope is. Who cancelled it comes
-from the scope tracker when it knows the cancelled scope (location, task, span link), otherwise
-from trio's own facts: the ``Cancelled`` the task ended with carries (trio >= 0.31) the source
+On trio a task is never cancelled directly: an enclosing cancel scope is. A nursery cancelling
+because a child (or its body) raised is told from the failed sibling's own record (its name,
+where it raised, its span). Otherwise who cancelled comes from the scope tracker when it knows
+the cancelled scope (location, task, span link), else from trio's own facts: the ``Cancelled`` the task ended with carries (trio >= 0.31) the source
 (``deadline``, ``explicit``, ``nursery``, ``shutdown``, ``KeyboardInterrupt``), the ``repr`` of
 the task that asked and the reason given to ``CancelScope.cancel(reason=...)``. Older trios
 give no source: the origin is ``deadline`` when the cancelled scope's deadline has passed, else
@@ -148,6 +149,12 @@ class TrioRun:
     def _cancel_info(
         self, error: BaseException | None, scope: object, deadline_passed: bool
     ) -> CancelInfo:
+        cancelled = first_cancelled(error)
+        source = str(getattr(cancelled, "source", None) or "unknown")
+        reason = str(getattr(cancelled, "reason", None) or "")
+        asker = str(getattr(cancelled, "source_task", None) or "")
+        if source == "nursery":  # a sibling's failure is known best here: where, what, its span
+            return self._nursery_cancel(asker, reason)
         tracked = self.tracker.scope_cancel(scope) if scope is not None else None
         if tracked is not None:
             kind, asked = tracked
@@ -158,16 +165,10 @@ class TrioRun:
             )
             why = asked.reason or f"{kind} was cancelled"
             return CancelInfo(origin, asked.task, asked.location, why, asked.span_context)
-        cancelled = first_cancelled(error)
-        source = str(getattr(cancelled, "source", None) or "unknown")
-        reason = str(getattr(cancelled, "reason", None) or "")
         if source == "deadline" or (source == "unknown" and deadline_passed):
             return CancelInfo(semconv.ORIGIN_DEADLINE, "", self._entered_at(scope), _DEADLINE)
         if source in ("shutdown", "KeyboardInterrupt"):
             return CancelInfo(semconv.ORIGIN_EXTERNAL, "", "", reason or source)
-        asker = str(getattr(cancelled, "source_task", None) or "")
-        if source == "nursery":
-            return self._nursery_cancel(asker, reason)
         span_context = self._span_context_of(asker) if asker else None
         if source == "explicit":
             reason = reason or _EXPLICIT
