@@ -9,11 +9,11 @@ ended tasks to the task sink.
 On trio a task is never cancelled directly: an enclosing cancel scope is. A nursery cancelling
 because a child (or its body) raised is told from the failed sibling's own record (its name,
 where it raised, its span). Otherwise who cancelled comes from the scope tracker when it knows
-the cancelled scope (location, task, span link), else from trio's own facts: the ``Cancelled`` the task ended with carries (trio >= 0.31) the source
-(``deadline``, ``explicit``, ``nursery``, ``shutdown``, ``KeyboardInterrupt``), the ``repr`` of
-the task that asked and the reason given to ``CancelScope.cancel(reason=...)``. Older trios
-give no source: the origin is ``deadline`` when the cancelled scope's deadline has passed, else
-``parent``, without a task.
+the cancelled scope (location, task, span link), else from trio's own facts: the ``Cancelled``
+the task ended with carries (trio >= 0.31) the source (``deadline``, ``explicit``,
+``nursery``, ``shutdown``, ``KeyboardInterrupt``), the ``repr`` of the task that asked and the
+reason given to ``CancelScope.cancel(reason=...)``. Older trios give no source: the origin is
+``deadline`` when the cancelled scope's deadline has passed, else ``parent``, without a task.
 """
 
 from __future__ import annotations
