@@ -429,3 +429,70 @@ def test_a_failure_of_scopewatch_never_reaches_the_application(
     assert not trio_tasks.PART.enabled
     assert "trio task instrumentation failed and is disabled" in caplog.text
     trio_tasks.PART.reset()
+
+
+def test_a_task_spawned_into_another_tasks_nursery_names_its_spawner(instrument: Any) -> None:
+    telemetry = instrument(spans="all", instrument="tasks")
+
+    async def spawner(nursery: trio.Nursery) -> None:
+        nursery.start_soon(child, 1, name="spawned")
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(spawner, nursery, name="spawner")
+
+    run(main)
+    spans = by_task_name(telemetry)
+    assert attrs(spans["spawned"])[semconv.TASK_PARENT] == "spawner"
+    assert spans["spawned"].parent.span_id == spans["spawner"].context.span_id
+
+
+def test_guest_runs_are_instrumented_too(instrument: Any) -> None:
+    import asyncio
+
+    telemetry = instrument(spans="all", instrument="tasks")
+
+    async def trio_main() -> int:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(child, 1, name="in-guest")
+        return 7
+
+    async def host() -> int:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Any] = loop.create_future()
+        trio.lowlevel.start_guest_run(
+            trio_main,
+            run_sync_soon_threadsafe=loop.call_soon_threadsafe,
+            done_callback=done.set_result,
+            strict_exception_groups=True,
+        )
+        return int((await done).unwrap())
+
+    assert asyncio.run(host()) == 7
+    names = set(by_task_name(telemetry))
+    assert "in-guest" in names  # a trio task
+    assert any(name.startswith("Task-") for name in names)  # and the asyncio host task
+
+
+def test_when_trio_internals_cannot_be_read_outcomes_are_ok_with_one_warning(
+    instrument: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from scopewatch import _safety
+    from scopewatch.instrumentation import _trio_task_instrument
+
+    # stands in for a trio whose Runner.task_exited moved: no other trio can run here
+    monkeypatch.setattr(_trio_task_instrument, "_RUN_FILE", "no/such/file.py")
+    monkeypatch.setattr(_trio_task_instrument, "_exit_codes", {})
+    monkeypatch.setattr(_safety, "_warned", set())
+    telemetry = instrument(spans="all", instrument="tasks")
+
+    async def main() -> None:
+        with pytest.raises(BaseExceptionGroup):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(fails, name="failing")
+
+    run(main)
+    failing = attrs(by_task_name(telemetry)["failing"])
+    assert failing[semconv.TASK_OUTCOME] == semconv.OUTCOME_OK
+    warnings = [r for r in caplog.records if "cannot read how trio tasks end" in r.getMessage()]
+    assert len(warnings) == 1
