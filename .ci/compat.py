@@ -1,4 +1,4 @@
-"""Run the test suite on every other CPython 3.10-3.13 found here, and on an anyio before 4.14.
+"""Run the tests on every other CPython 3.10-3.13 found, an anyio before 4.14, the oldest trio.
 
 Interpreters are discovered at run time (``pythonX.Y`` on PATH, then pyenv's versions folder);
 each gets its own virtual environment under ``.compat/``. Exits non-zero if any run fails.
@@ -20,6 +20,11 @@ OLD_ANYIO_TESTS = [  # mcp needs a newer anyio, so only the scope suites run aga
     "tests/test_asyncio_scopes.py",
     "tests/test_instrumentor.py",
     "tests/test_config.py",
+]
+OLD_TRIO = "trio==0.23.0"  # the oldest supported: no cancel reasons (0.31), loose groups (0.25)
+OLD_TRIO_TESTS = [  # native trio only: anyio's trio backend needs a newer trio
+    "tests/test_trio_tasks.py",
+    "tests/test_trio_task_instrument.py",
 ]
 
 
@@ -87,6 +92,8 @@ def main() -> int:
     ]
     old = OLD_ANYIO.replace("==", "")
     targets.append((f"py{current}-{old}", Path(sys.executable), [OLD_ANYIO], OLD_ANYIO_TESTS))
+    old = OLD_TRIO.replace("==", "")
+    targets.append((f"py{current}-{old}", Path(sys.executable), [OLD_TRIO], OLD_TRIO_TESTS))
     print("compat targets: " + ", ".join(target[0] for target in targets), flush=True)
     results = {name: run_suite(name, python, pins, tests) for name, python, pins, tests in targets}
     failed = [name for name, ok in results.items() if not ok]

@@ -26,6 +26,7 @@ DEFAULT_JSON = HERE / "results" / "latest.json"
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "scopes": ("benchmarks.bench_scopes", ""),
     "tasks": ("benchmarks.bench_tasks", "tasks feature not landed"),
+    "trio-tasks": ("benchmarks.bench_trio_tasks", "trio tasks not landed"),
     "locks": ("benchmarks.bench_locks", "locks feature not landed"),
     "rules": ("benchmarks.bench_rules", "rules benchmark not landed"),
     "service": ("benchmarks.bench_service", ""),

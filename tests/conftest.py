@@ -6,6 +6,7 @@ import os
 
 os.environ["SCOPEWATCH_STRICT"] = "1"  # our own errors re-raise under our tests
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -104,3 +105,26 @@ def instrument() -> Iterator[Callable[..., Telemetry]]:
         telemetry.uninstrument()
         telemetry.tracer_provider.shutdown()
         telemetry.meter_provider.shutdown()
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture(autouse=True)
+def no_trio_instrument_dropped() -> Iterator[None]:
+    """trio logs and drops an instrument that raised (scopewatch's own errors re-raise under
+    these tests): such a log fails the test instead of passing unnoticed."""
+    logger = logging.getLogger("trio.abc.Instrument")
+    collect = _Collect()
+    logger.addHandler(collect)
+    try:
+        yield
+    finally:
+        logger.removeHandler(collect)
+    assert collect.messages == []

@@ -58,7 +58,7 @@ async def sleeps() -> None:
 
 
 async def fails_soon() -> None:
-    await asyncio.sleep(0.01)
+    await anyio.sleep(0.01)  # any backend
     raise ValueError("boom")  # <- raise
 
 
@@ -217,16 +217,17 @@ def test_asyncio_task_group_sibling_failure(instrument):
     check_sibling(telemetry, "sibling", "failer")
 
 
-def test_anyio_task_group_sibling_failure(instrument):
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_anyio_task_group_sibling_failure(instrument, backend):
     telemetry = instrument()
 
     async def main() -> None:
         with pytest.raises(BaseExceptionGroup):
             async with anyio.create_task_group() as tg:
-                tg.start_soon(sleeps, name="sibling")
+                tg.start_soon(anyio.sleep, 10, name="sibling")
                 tg.start_soon(fails_soon, name="failer")
 
-    asyncio.run(main())
+    anyio.run(main, backend=backend)
     check_sibling(telemetry, "sibling", "failer")
 
 

@@ -16,6 +16,7 @@ import anyio
 import anyio._backends._asyncio as anyio_backend
 import pytest
 import trio
+import trio._core._run as trio_run
 
 from scopewatch import ScopeWatchInstrumentor, semconv
 
@@ -38,6 +39,7 @@ def patched_targets() -> dict[str, object]:
                 targets[f"{cls.__name__}.{name}"] = value
     for name, value in vars(trio.CancelScope).items():
         targets[f"trio.CancelScope.{name}"] = value
+    targets["trio.setup_runner"] = trio_run.setup_runner
     return targets
 
 
@@ -49,6 +51,7 @@ def test_uninstrument_restores_every_original(instrument):
     assert during["anyio.create"] is not before["anyio.create"]
     assert during["trio.CancelScope.__enter__"] is not before["trio.CancelScope.__enter__"]
     assert during["trio.CancelScope._close"] is not before["trio.CancelScope._close"]
+    assert during["trio.setup_runner"] is not before["trio.setup_runner"]
     telemetry.uninstrument()
     after = patched_targets()
     assert after.keys() == before.keys()

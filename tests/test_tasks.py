@@ -1,4 +1,8 @@
-"""Task spans and task metrics: every asyncio task, however created, in the three span modes."""
+"""Task spans and task metrics: every asyncio task, however created, in the three span modes.
+
+Scenarios that anyio programs meet on either backend run on ``asyncio`` and on ``trio``
+(``tests/test_trio_tasks.py`` has the native trio ones).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,12 @@ from opentelemetry import trace
 
 from scopewatch import semconv
 
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
 HERE = __file__
+BACKENDS = pytest.mark.parametrize("backend", ["asyncio", "trio"])
+"""anyio's two backends: the scenario runs as an anyio program on each."""
 
 
 def attrs(span):
@@ -34,13 +43,21 @@ def task_spans(telemetry, name=None):
 
 
 async def child(value: int) -> int:
-    await asyncio.sleep(0)
+    await anyio.sleep(0)
     return value * 2
 
 
 async def fails() -> None:
-    await asyncio.sleep(0)
+    await anyio.sleep(0)
     raise ValueError("boom")
+
+
+async def sleeps() -> None:
+    await anyio.sleep(10)
+
+
+def task_names(telemetry) -> dict[str, object]:
+    return {attrs(span)[semconv.TASK_NAME]: span for span in task_spans(telemetry)}
 
 
 def test_every_way_of_creating_a_task_gives_one_span_in_all_mode(instrument):
@@ -80,87 +97,94 @@ def test_every_way_of_creating_a_task_gives_one_span_in_all_mode(instrument):
     assert semconv.TASK_PARENT not in attrs(root)  # created by asyncio.run outside any task
 
 
-def test_all_mode_nests_spans_created_inside_a_task_under_its_span(instrument):
-    telemetry = instrument(spans="all")
+@BACKENDS
+def test_all_mode_nests_spans_created_inside_a_task_under_its_span(instrument, backend):
+    telemetry = instrument(spans="all", instrument="tasks")  # no task group span in between
     tracer = telemetry.tracer_provider.get_tracer("app")
 
     async def worker() -> None:
         with tracer.start_as_current_span("inside"):
-            await asyncio.sleep(0)
+            await anyio.sleep(0)
 
     async def main() -> None:
         with tracer.start_as_current_span("request") as request:
-            task = asyncio.create_task(worker())
-            assert trace.get_current_span() is request  # the creator's context is unchanged
-            await task
+            async with anyio.create_task_group() as group:
+                group.start_soon(worker)
+                assert trace.get_current_span() is request  # the creator's context is unchanged
 
-    asyncio.run(main())
+    anyio.run(main, backend=backend)
     (request,) = telemetry.spans("request")
     (inside,) = telemetry.spans("inside")
     (task,) = task_spans(telemetry, span_name(worker))
-    (root,) = task_spans(telemetry, span_name(main))  # asyncio.run passes context= on 3.11+
+    (root,) = task_spans(telemetry, span_name(main))
     assert request.parent is not None and request.parent.span_id == root.context.span_id
     assert task.parent is not None and task.parent.span_id == request.context.span_id
     assert inside.parent is not None and inside.parent.span_id == task.context.span_id
 
 
-def test_anomalies_mode_exports_only_failed_cancelled_or_slow_tasks(instrument):
+@BACKENDS
+def test_anomalies_mode_exports_only_failed_cancelled_or_slow_tasks(instrument, backend):
     telemetry = instrument(spans="anomalies", slow_threshold=0.05)
     tracer = telemetry.tracer_provider.get_tracer("app")
 
     async def slow() -> None:
-        await asyncio.sleep(0.1)
+        await anyio.sleep(0.1)
 
-    async def sleeps() -> None:
-        await asyncio.sleep(10)
-
-    async def main() -> None:
+    async def main() -> int:
         with tracer.start_as_current_span("request") as request:
-            parent_id = request.get_span_context().span_id
-            await asyncio.create_task(child(1), name="quick")
-            await asyncio.create_task(slow(), name="slow")
-            with pytest.raises(ValueError):
-                await asyncio.create_task(fails(), name="failing")
-            victim = asyncio.create_task(sleeps(), name="victim")
-            await asyncio.sleep(0)
-            victim.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await victim
-        return parent_id
+            async with anyio.create_task_group() as group:
+                group.start_soon(child, 1, name="quick")
+                group.start_soon(slow, name="slow")
+            with pytest.raises(BaseExceptionGroup):
+                async with anyio.create_task_group() as group:
+                    group.start_soon(fails, name="failing")
+            async with anyio.create_task_group() as group:
+                group.start_soon(sleeps, name="victim")
+                await anyio.sleep(0)
+                group.cancel_scope.cancel()
+            return request.get_span_context().span_id
 
-    parent_id = asyncio.run(main())
-    by_name = {attrs(span)[semconv.TASK_NAME]: span for span in task_spans(telemetry)}
-    main_name = next(name for name in by_name if name.startswith("Task-"))
-    assert attrs(by_name.pop(main_name))[semconv.TASK_OUTCOME] == semconv.OUTCOME_OK  # slow too
+    parent_id = anyio.run(main, backend=backend)
+    by_name = task_names(telemetry)
+    (main_name,) = [
+        name for name, span in by_name.items() if span.name == span_name(main)
+    ]  # slow too
+    assert attrs(by_name.pop(main_name))[semconv.TASK_OUTCOME] == semconv.OUTCOME_OK
     assert set(by_name) == {"slow", "failing", "victim"}
     assert attrs(by_name["slow"])[semconv.TASK_OUTCOME] == semconv.OUTCOME_OK
     assert attrs(by_name["failing"])[semconv.TASK_OUTCOME] == semconv.OUTCOME_ERROR
     assert by_name["failing"].status.status_code == trace.StatusCode.ERROR
     assert by_name["failing"].status.description == "ValueError"
-    assert attrs(by_name["victim"])[semconv.TASK_OUTCOME] == semconv.OUTCOME_CANCELLED
+    victim = attrs(by_name["victim"])
+    assert victim[semconv.TASK_OUTCOME] == semconv.OUTCOME_CANCELLED
+    assert victim[semconv.CANCEL_ORIGIN] == semconv.ORIGIN_PARENT  # its task group's scope
     for span in by_name.values():  # made afterwards, with the parent current at creation
         assert span.parent is not None and span.parent.span_id == parent_id
     slow_span = by_name["slow"]
     assert (slow_span.end_time - slow_span.start_time) / 1e9 >= 0.09  # the true start time
 
 
-def test_none_mode_makes_no_task_span_but_keeps_metrics(instrument):
+@BACKENDS
+def test_none_mode_makes_no_task_span_but_keeps_metrics(instrument, backend):
     telemetry = instrument(spans="none")
 
     async def main() -> None:
-        await asyncio.create_task(child(1))
-        with pytest.raises(ValueError):
-            await asyncio.create_task(fails())
+        async with anyio.create_task_group() as group:
+            group.start_soon(child, 1)
+        with pytest.raises(BaseExceptionGroup):
+            async with anyio.create_task_group() as group:
+                group.start_soon(fails)
 
-    asyncio.run(main())
+    anyio.run(main, backend=backend)
     assert task_spans(telemetry) == []
     points = telemetry.points(semconv.METRIC_TASK_DURATION)
     by_outcome = {dict(p.attributes)[semconv.TASK_OUTCOME]: p.count for p in points}
-    assert by_outcome[semconv.OUTCOME_OK] >= 2  # the child and asyncio.run's main task
+    assert by_outcome[semconv.OUTCOME_OK] >= 2  # the child and the run's main task
     assert by_outcome[semconv.OUTCOME_ERROR] == 1
 
 
-def test_task_active_counts_running_tasks(instrument):
+@BACKENDS
+def test_task_active_counts_running_tasks(instrument, backend):
     telemetry = instrument()
     seen: list[int] = []
 
@@ -169,31 +193,32 @@ def test_task_active_counts_running_tasks(instrument):
         return int(point.value)
 
     async def main() -> None:
-        release = asyncio.Event()
-
-        async def waits() -> None:
-            await release.wait()
-
-        tasks = [asyncio.create_task(waits()) for _ in range(5)]
-        await asyncio.sleep(0)
-        seen.append(active())
-        release.set()
-        await asyncio.gather(*tasks)
-        await asyncio.sleep(0)  # done callbacks ran
+        release = anyio.Event()
+        async with anyio.create_task_group() as group:
+            for _ in range(5):
+                group.start_soon(release.wait)
+            await anyio.wait_all_tasks_blocked()
+            seen.append(active())
+            release.set()
+        await anyio.sleep(0)  # done callbacks ran
         seen.append(active())
 
-    asyncio.run(main())
-    assert seen == [6, 1]  # five waiters and main; then main alone
+    anyio.run(main, backend=backend)
+    # five waiters and main, then main alone (on trio also its init and run_sync_soon tasks)
+    runtime_tasks = 2 if backend == "trio" else 0
+    assert seen == [6 + runtime_tasks, 1 + runtime_tasks]
     assert active() == 0
 
 
-def test_duration_histogram_records_outcomes_in_seconds(instrument):
+@BACKENDS
+def test_duration_histogram_records_outcomes_in_seconds(instrument, backend):
     telemetry = instrument(spans="none")
 
     async def main() -> None:
-        await asyncio.create_task(asyncio.sleep(0.02))
+        async with anyio.create_task_group() as group:
+            group.start_soon(anyio.sleep, 0.02)
 
-    asyncio.run(main())
+    anyio.run(main, backend=backend)
     points = telemetry.points(semconv.METRIC_TASK_DURATION)
     assert all(p.count >= 1 for p in points)
     assert max(p.max for p in points) >= 0.02
@@ -219,13 +244,15 @@ def test_excluded_tasks_are_not_instrumented(instrument):
     assert not any(name.endswith("noisy") for name in names)
 
 
-def test_excluded_by_file_glob(instrument):
+@BACKENDS
+def test_excluded_by_file_glob(instrument, backend):
     telemetry = instrument(spans="all", exclude="*/tests/test_tasks.py")
 
     async def main() -> None:
-        await asyncio.create_task(child(1))
+        async with anyio.create_task_group() as group:
+            group.start_soon(child, 1)
 
-    asyncio.run(main())
+    anyio.run(main, backend=backend)
     assert task_spans(telemetry) == []
 
 
@@ -271,56 +298,111 @@ def test_unretrieved_exception_is_still_logged_by_asyncio(instrument):
     assert logged == ["Task exception was never retrieved"]
 
 
-def test_internal_tasks_are_not_spans_in_all_mode_and_anyio_roots_are_named_after_main(instrument):
+@BACKENDS
+def test_internal_tasks_are_not_spans_in_all_mode_and_anyio_roots_are_named_after_main(
+    instrument, backend
+):
     telemetry = instrument(spans="all")
 
     async def anyio_main() -> None:
         await anyio.sleep(0)
 
-    anyio.run(anyio_main)
+    anyio.run(anyio_main, backend=backend)
     names = {span.name for span in task_spans(telemetry)}
-    # no asyncio housekeeping (shutdown_asyncgens ...), no anyio wrapper
+    # no asyncio housekeeping (shutdown_asyncgens ...) or trio system task, no anyio wrapper
     assert names == {span_name(anyio_main)}
 
 
-def test_max_tracked_bounds_the_tracked_tasks(instrument):
-    telemetry = instrument(spans="all", max_tracked=3)
+@BACKENDS
+def test_anyio_spawn_ways_are_named_after_the_users_coroutine(instrument, backend):
+    telemetry = instrument(spans="all")
 
-    async def main() -> list[bool]:
-        release = asyncio.Event()
+    async def started(*, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started("ready")
+        await anyio.sleep(0)
 
-        async def waits() -> None:
-            await release.wait()
+    async def main() -> str:
+        async with anyio.create_task_group() as group:
+            group.start_soon(child, 1, name="soon")
+            return await group.start(started, name="started")
 
-        tasks = [asyncio.create_task(waits()) for _ in range(4)]
-        tracked = [type(task) is not asyncio.Task for task in tasks]
-        release.set()
-        await asyncio.gather(*tasks)
-        return tracked
-
-    # main and two waiters fill the three places; the other waiters run untracked
-    assert asyncio.run(main()) == [True, True, False, False]
-    assert len(task_spans(telemetry)) == 3
+    assert anyio.run(main, backend=backend) == "ready"
+    spans = task_names(telemetry)
+    assert spans["soon"].name == "task child"
+    assert spans["started"].name == span_name(started)  # not anyio's start() wrapper
+    qualname = span_name(started).removeprefix(semconv.SPAN_TASK_PREFIX)
+    assert attrs(spans["started"])[semconv.CODE_FUNCTION] == qualname
 
 
-def test_instrumenting_inside_a_running_loop_tracks_the_tasks_created_afterwards(instrument):
+@BACKENDS
+def test_max_tracked_bounds_the_tracked_tasks(instrument, backend):
+    telemetry = instrument(spans="all", max_tracked=4)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as group:
+            for number in range(4):
+                group.start_soon(child, number, name=f"child-{number}")
+
+    anyio.run(main, backend=backend)
+    # main and three children fill the four places; the last child runs untracked (on trio
+    # the init and run_sync_soon tasks take two places: one child is tracked)
+    expected = ["child-0"] if backend == "trio" else ["child-0", "child-1", "child-2"]
+    assert sorted(name for name in task_names(telemetry) if name.startswith("child")) == expected
+
+
+@BACKENDS
+def test_instrumenting_inside_a_running_loop_tracks_the_tasks_created_afterwards(
+    instrument, backend
+):
     started: list[object] = []
 
     async def main() -> None:
-        before = asyncio.create_task(child(1))
-        started.append(instrument(spans="all"))
-        after = asyncio.create_task(child(2), name="after")
-        await asyncio.gather(before, after)
-        assert type(before) is asyncio.Task and type(after) is not asyncio.Task
+        async with anyio.create_task_group() as group:
+            group.start_soon(child, 1, name="before")
+            started.append(instrument(spans="all"))
+            group.start_soon(child, 2, name="after")
 
-    asyncio.run(main())
+    anyio.run(main, backend=backend)
     (telemetry,) = started
     assert [attrs(span)[semconv.TASK_NAME] for span in task_spans(telemetry)] == ["after"]
 
 
-def test_a_failure_of_scopewatch_never_reaches_the_application(instrument, monkeypatch, caplog):
+@BACKENDS
+def test_a_failure_of_scopewatch_never_reaches_the_application(
+    instrument, monkeypatch, caplog, backend
+):
     from scopewatch import _safety
-    from scopewatch.instrumentation import tasks as task_instrumentation
+    from scopewatch.instrumentation import tasks, trio_tasks
+    from scopewatch.telemetry.tasks import TaskTelemetry
+
+    instrument(spans="all")
+    monkeypatch.setattr(_safety, "STRICT", False)
+
+    def broken(self, record):
+        raise RuntimeError("scopewatch bug")
+
+    monkeypatch.setattr(TaskTelemetry, "start", broken)
+    results: list[int] = []
+
+    async def keep(value: int) -> None:
+        results.append(await child(value))
+
+    async def main() -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(keep, 1)
+            group.start_soon(keep, 2)
+
+    anyio.run(main, backend=backend)
+    assert sorted(results) == [2, 4]
+    part = trio_tasks.PART if backend == "trio" else tasks.PART
+    assert not part.enabled
+    assert f"{part.name} failed and is disabled" in caplog.text
+    part.reset()
+
+
+def test_after_a_failure_asyncio_tasks_are_plain_tasks(instrument, monkeypatch):
+    from scopewatch import _safety
+    from scopewatch.instrumentation import tasks
     from scopewatch.telemetry.tasks import TaskTelemetry
 
     instrument(spans="all")
@@ -337,6 +419,4 @@ def test_a_failure_of_scopewatch_never_reaches_the_application(instrument, monke
         return [await first, await second, type(second) is asyncio.Task]
 
     assert asyncio.run(main()) == [2, 4, True]  # the part is off: plain tasks from then on
-    assert not task_instrumentation.PART.enabled
-    assert "task instrumentation failed and is disabled" in caplog.text
-    task_instrumentation.PART.reset()
+    tasks.PART.reset()

@@ -34,11 +34,12 @@ _WRAPPERS: dict[str, tuple[str, str, str]] = {
     "_run_coro": ("anyio/_core/_tasks.py", "self", "_coro"),
     "trace_coroutine": ("opentelemetry/instrumentation/asyncio/__init__.py", "coro", ""),
     "wrapper": ("anyio/_backends/_asyncio.py", "func", ""),
+    "run_coro_with_task_status": ("anyio/_backends/_trio.py", "func", ""),
 }
 """``co_name`` -> (file suffix, local, attribute): library coroutines that wrap the user's one
-(anyio's ``TaskHandle._run_coro`` and ``anyio.run``'s root ``wrapper``,
-opentelemetry-instrumentation-asyncio's ``trace_coroutine``): the task is named after the
-coroutine (or coroutine function) they wrap."""
+(anyio's ``TaskHandle._run_coro``, ``anyio.run``'s root ``wrapper`` and the trio backend's
+``TaskGroup.start()`` wrapper, opentelemetry-instrumentation-asyncio's ``trace_coroutine``): the
+task is named after the coroutine (or coroutine function) they wrap."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -82,6 +83,11 @@ class TaskRecord:
     group_requests: int = 0
     """Requests by an ``asyncio.TaskGroup`` on its parent not (yet) undone by that group: some
     Pythons (3.11, early 3.12) never undo them, so they are not the task's to re-raise."""
+    system: bool = False
+    """A trio system task (the init task, ``spawn_system_task``): internal whatever it runs."""
+    routine: bool = False
+    """Its end is the normal life of a system task (finished, or cancelled as its run shut
+    down): not anomalous however long it lived."""
 
     def __init__(
         self,
@@ -123,8 +129,13 @@ class TaskSink(Protocol):
     ) -> None:
         """A task ended with ``outcome``; ``violation`` is a swallowed cancellation, if any."""
 
-    def abandoned(self, record: TaskRecord, task: Any) -> None:
-        """The task's loop closed while it was still pending."""
+    def ended(
+        self, record: TaskRecord, name: str, outcome: str, error: BaseException | None
+    ) -> None:
+        """A trio task named ``name`` ended with ``outcome`` (``error`` for ``error``)."""
+
+    def abandoned(self, record: TaskRecord, name: str, closed: str) -> None:
+        """The task's ``closed`` (``event loop``, ``trio run``) closed while it was pending."""
 
 
 def outcome_of(task: Any) -> str:
@@ -208,6 +219,20 @@ class TaskTracker:
             parent.get_name() if parent is not None else "",
             self._current_context(),
         )
+
+    def info_of(self, coro: Any) -> CodeInfo | None:
+        """What ``coro`` runs (span name, ``code.*`` facts), or ``None`` when it is excluded.
+
+        :meth:`begin` does the same lookup inline (one call less per asyncio task).
+        """
+        try:
+            code = coro.cr_code
+        except AttributeError:
+            return self._info(coro)
+        found = self._codes.get(code, _MISSING)
+        if found is _MISSING:
+            found = self._classify(code)
+        return self._unwrap(coro, found) if type(found) is _Unwrap else found
 
     def remember_foreign(self, task: Any, record: TaskRecord) -> None:
         """Keep the record of a task that is not scopewatch's ``Task`` subclass."""
@@ -363,7 +388,7 @@ class TaskTracker:
             if record is not None and not record.ended:
                 record.ended = True
                 self.active -= 1
-                self.sink.abandoned(record, task)
+                self.sink.abandoned(record, task.get_name(), "event loop")
                 record.span = record.parent_context = None
 
 

@@ -22,8 +22,6 @@ if TYPE_CHECKING:
     from scopewatch._core.tasks import TaskRecord
     from scopewatch._runtime import Runtime
 
-_PENDING_AT_CLOSE = "task was still pending when its event loop closed"
-
 
 class TaskTelemetry:
     """Task spans according to the span mode, ``scopewatch.task.duration`` and links."""
@@ -64,34 +62,33 @@ class TaskTelemetry:
     def finished(
         self, record: TaskRecord, task: Any, outcome: str, violation: Violation | None
     ) -> None:
-        """Record the duration; end or create the span if the task deserves one."""
-        duration = time.perf_counter() - record.start
-        self._durations.record(duration, self._outcome_attributes[outcome])
-        if record.attached is not None:
-            self._detach_in_task_context(record)
-        span = record.span
+        """An asyncio task ended: record the duration; end or create its span if it has one."""
+        span = self._span_at_end(record, outcome, violation is not None)
         if span is None:
-            anomalous = violation is not None or (
-                (self._anomalies or (self.live_spans and record.info.internal))
-                and (outcome != semconv.OUTCOME_OK or duration > self._slow)
-            )
-            if not anomalous:
-                return
-            span = self._start_late(record, duration, outcome)
-        elif outcome == semconv.OUTCOME_CANCELLED:
-            self._link_canceller(span, record)
-        self._describe(span, record, task, outcome)
+            return
+        self._describe(span, record, task.get_name(), outcome, getattr(task, "_exception", None))
         if violation is not None:
             report_violation(self._runtime, span, violation)
         _sdk_calls.end(span)
 
-    def abandoned(self, record: TaskRecord, task: Any) -> None:
-        """A task never finished: its loop closed. Always reported (it is anomalous)."""
+    def ended(
+        self, record: TaskRecord, name: str, outcome: str, error: BaseException | None
+    ) -> None:
+        """A trio task ended: as :meth:`finished`, with the facts read from trio."""
+        span = self._span_at_end(record, outcome, False)
+        if span is not None:
+            self._describe(span, record, name, outcome, error)
+            _sdk_calls.end(span)
+
+    def abandoned(self, record: TaskRecord, name: str, closed: str) -> None:
+        """A task never finished: its event loop / trio run closed. Always reported."""
         span = record.span
         if span is None:
             span = self._start_late(record, time.perf_counter() - record.start, "")
-        span.set_attributes(self._attributes(record, task))
-        span.set_status(Status(StatusCode.ERROR, _PENDING_AT_CLOSE))
+        span.set_attributes(self._attributes(record, name))
+        span.set_status(
+            Status(StatusCode.ERROR, f"task was still pending when its {closed} closed")
+        )
         _sdk_calls.end(span)
 
     # --- live spans (``all``) ---------------------------------------------------------------
@@ -145,6 +142,27 @@ class TaskTelemetry:
 
     # --- helpers ----------------------------------------------------------------------------
 
+    def _span_at_end(self, record: TaskRecord, outcome: str, violated: bool) -> Span | None:
+        """Record the duration; the task's span to finish (started late if anomalous) or None."""
+        duration = time.perf_counter() - record.start
+        self._durations.record(duration, self._outcome_attributes[outcome])
+        if record.attached is not None:
+            self._detach_in_task_context(record)
+        span: Span | None = record.span
+        if span is None:
+            anomalous = violated or (
+                not record.routine
+                and (
+                    self._anomalies or (self.live_spans and (record.info.internal or record.system))
+                )
+                and (outcome != semconv.OUTCOME_OK or duration > self._slow)
+            )
+            if anomalous:
+                span = self._start_late(record, duration, outcome)
+        elif outcome == semconv.OUTCOME_CANCELLED:
+            self._link_canceller(span, record)
+        return span
+
     def _detach_in_task_context(self, record: TaskRecord) -> None:
         attached = record.attached
         if attached is None:
@@ -189,9 +207,9 @@ class TaskTelemetry:
             if add_link is not None:
                 add_link(cancel.span_context)
 
-    def _attributes(self, record: TaskRecord, task: Any) -> dict[str, Any]:
+    def _attributes(self, record: TaskRecord, name: str) -> dict[str, Any]:
         info = record.info
-        attributes: dict[str, Any] = {semconv.TASK_NAME: task.get_name()}
+        attributes: dict[str, Any] = {semconv.TASK_NAME: name}
         if record.parent:
             attributes[semconv.TASK_PARENT] = record.parent
         attributes[semconv.CODE_FUNCTION] = info.qualname
@@ -200,8 +218,15 @@ class TaskTelemetry:
             attributes[semconv.CODE_LINE] = info.line
         return attributes
 
-    def _describe(self, span: Span, record: TaskRecord, task: Any, outcome: str) -> None:
-        attributes = self._attributes(record, task)
+    def _describe(
+        self,
+        span: Span,
+        record: TaskRecord,
+        name: str,
+        outcome: str,
+        error: BaseException | None,
+    ) -> None:
+        attributes = self._attributes(record, name)
         attributes[semconv.TASK_OUTCOME] = outcome
         cancel = record.cancel
         if outcome == semconv.OUTCOME_CANCELLED and cancel is not None:
@@ -216,7 +241,6 @@ class TaskTelemetry:
             )
         span.set_attributes(attributes)
         if outcome == semconv.OUTCOME_ERROR:
-            error = getattr(task, "_exception", None)
             span.set_status(
                 Status(StatusCode.ERROR, type(error).__name__ if error is not None else None)
             )
