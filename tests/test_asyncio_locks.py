@@ -261,3 +261,35 @@ def test_condition_made_while_instrumenting_keeps_working_after(instrument: Any)
 
     assert asyncio.run(main()) is True
     assert _points(telemetry, semconv.METRIC_LOCK_CONTENTIONS) == []
+
+
+def test_task_ending_with_locks_held_gets_held_at_end_events(instrument: Any) -> None:
+    telemetry = instrument(instrument="locks,tasks", spans="all")
+
+    async def forgetful(lock: asyncio.Lock, semaphore: asyncio.Semaphore) -> None:
+        await lock.acquire()
+        await semaphore.acquire()
+
+    async def tidy(lock: asyncio.Lock) -> None:
+        async with lock:
+            pass
+
+    async def main() -> None:
+        lock = name(asyncio.Lock(), "leaked")
+        semaphore = name(asyncio.Semaphore(2), "pool")
+        await asyncio.create_task(forgetful(lock, semaphore))
+        lock.release()
+        await asyncio.create_task(tidy(lock))
+
+    asyncio.run(main())
+    events = {
+        span.name: [
+            (e.attributes or {}).get(semconv.LOCK_NAME)
+            for e in span.events
+            if e.name == semconv.EVENT_LOCK_HELD_AT_END
+        ]
+        for span in telemetry.spans()
+        if span.name.startswith(semconv.SPAN_TASK_PREFIX)
+    }
+    assert sorted(events[next(n for n in events if n.endswith("forgetful"))]) == ["leaked", "pool"]
+    assert events[next(n for n in events if n.endswith("tidy"))] == []

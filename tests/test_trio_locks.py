@@ -341,3 +341,35 @@ def test_to_thread_limiter_borrowed_on_behalf_of_threads(instrument: Any) -> Non
     # the 2nd and 3rd threads waited for the one token (the release comes from the run loop)
     assert contentions == {(semconv.LOCK_KIND_TRIO_CAPACITY_LIMITER, "threads"): 2}
     assert core.multi_holds == {}
+
+
+def test_task_ending_with_locks_held_gets_held_at_end_events(instrument: Any) -> None:
+    telemetry = instrument(instrument="locks,tasks", spans="all")
+
+    async def forgetful(semaphore: trio.Semaphore, limiter: trio.CapacityLimiter) -> None:
+        await semaphore.acquire()
+        await limiter.acquire()
+
+    async def tidy(lock: trio.Lock) -> None:
+        async with lock:
+            pass
+
+    async def main() -> None:
+        semaphore = name(trio.Semaphore(2), "pool")
+        limiter = name(trio.CapacityLimiter(2), "limit")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(forgetful, semaphore, limiter)
+            nursery.start_soon(tidy, trio.Lock())
+
+    trio.run(main)
+    events = {
+        span.name: [
+            (e.attributes or {}).get(semconv.LOCK_NAME)
+            for e in span.events
+            if e.name == semconv.EVENT_LOCK_HELD_AT_END
+        ]
+        for span in telemetry.spans()
+        if span.name.startswith(semconv.SPAN_TASK_PREFIX)
+    }
+    assert sorted(events[next(n for n in events if n.endswith("forgetful"))]) == ["limit", "pool"]
+    assert events[next(n for n in events if n.endswith("tidy"))] == []

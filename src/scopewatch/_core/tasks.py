@@ -130,9 +130,14 @@ class TaskSink(Protocol):
         """A task ended with ``outcome``; ``violation`` is a swallowed cancellation, if any."""
 
     def ended(
-        self, record: TaskRecord, name: str, outcome: str, error: BaseException | None
+        self,
+        record: TaskRecord,
+        task: Any,
+        name: str,
+        outcome: str,
+        error: BaseException | None,
     ) -> None:
-        """A trio task named ``name`` ended with ``outcome`` (``error`` for ``error``)."""
+        """The trio ``task`` named ``name`` ended with ``outcome`` (``error`` for ``error``)."""
 
     def abandoned(self, record: TaskRecord, name: str, closed: str) -> None:
         """The task's ``closed`` (``event loop``, ``trio run``) closed while it was pending."""

@@ -112,7 +112,7 @@ class TrioRun:
             or (outcome == semconv.OUTCOME_CANCELLED and shutting_down)
         ):
             record.routine = True
-        self.sink.ended(record, name, outcome, error)
+        self.sink.ended(record, task, name, outcome, error)
         if outcome == semconv.OUTCOME_ERROR or record.span_context is not None:
             self._remember(task, name, error, record)
         record.span = record.parent_context = None

@@ -11,6 +11,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from scopewatch import semconv
 from scopewatch.telemetry import _sdk_calls
+from scopewatch.telemetry.locks import add_held_at_end_events
 from scopewatch.telemetry.scopes import report_violation
 
 if TYPE_CHECKING:
@@ -67,17 +68,24 @@ class TaskTelemetry:
         if span is None:
             return
         self._describe(span, record, task.get_name(), outcome, getattr(task, "_exception", None))
+        add_held_at_end_events(span, task)
         if violation is not None:
             report_violation(self._runtime, span, violation)
         _sdk_calls.end(span)
 
     def ended(
-        self, record: TaskRecord, name: str, outcome: str, error: BaseException | None
+        self,
+        record: TaskRecord,
+        task: Any,
+        name: str,
+        outcome: str,
+        error: BaseException | None,
     ) -> None:
         """A trio task ended: as :meth:`finished`, with the facts read from trio."""
         span = self._span_at_end(record, outcome, False)
         if span is not None:
             self._describe(span, record, name, outcome, error)
+            add_held_at_end_events(span, task)
             _sdk_calls.end(span)
 
     def abandoned(self, record: TaskRecord, name: str, closed: str) -> None:
