@@ -100,9 +100,10 @@ class ScopeTracker:
         """Who called ``Task.cancel()`` on a task (set by the tasks feature)."""
         self._by_scope: dict[int, ScopeRecord] = {}
         self._by_task: dict[int, _TaskScopes] = {}
-        self._exited_cancels: dict[int, tuple[object, CancelInfo]] = {}
-        """Cancels of scopes already exited (anyio 4.0 task groups exit their scope before
-        waiting for children), so the children's scopes can still name them as parent."""
+        self._exited_cancels: dict[int, tuple[weakref.ref[Any] | None, CancelInfo]] = {}
+        """Cancels of scopes not entered: already exited (anyio 4.0 task groups exit their
+        scope before waiting for children, so the children's scopes can still name them as
+        parent) or not yet entered. Held weakly: an exited scope pins its task's frames."""
 
     # --- enter ------------------------------------------------------------------------------
 
@@ -144,8 +145,16 @@ class ScopeTracker:
             entry = self._scopes_of(task)
         entry.records.append(record)
         self._by_scope[id(obj)] = record
+        if self._exited_cancels:
+            self._cancelled_before_enter(obj, record)
         self.sink.entered(record)
         return record
+
+    def _cancelled_before_enter(self, obj: object, record: ScopeRecord) -> None:
+        """Take over a cancel request made before ``obj`` was entered (and forget it)."""
+        exited = self._exited_cancels.pop(id(obj), None)
+        if exited is not None and exited[0] is not None and exited[0]() is obj:
+            record.cancel = exited[1]
 
     def _scopes_of(self, task: Any) -> _TaskScopes:
         key = id(task)
@@ -190,9 +199,31 @@ class ScopeTracker:
         if record is not None:
             record.cancel = info
             return
-        if len(self._exited_cancels) >= _EXITED_CANCELS_LIMIT:
-            del self._exited_cancels[next(iter(self._exited_cancels))]
-        self._exited_cancels[id(obj)] = (obj, info)
+        self._remember_cancel(obj, info)
+
+    def _remember_cancel(self, obj: object, info: CancelInfo) -> None:
+        """Keep the cancel request of a scope not entered (yet, or any more), weakly.
+
+        A scope that cannot be weakly referenced is remembered by ``id()`` alone: any later
+        enter of an object with that id drops the entry, so a reused id is never mistaken
+        for it by a scope that is entered.
+        """
+        key = id(obj)
+        try:
+            ref: weakref.ref[Any] | None = weakref.ref(
+                obj, functools.partial(self._forget_cancel, key)
+            )
+        except TypeError:
+            ref = None
+        cancels = self._exited_cancels
+        if len(cancels) >= _EXITED_CANCELS_LIMIT:
+            cancels.pop(next(iter(cancels), 0), None)  # another thread may have emptied it
+        cancels[key] = (ref, info)
+
+    def _forget_cancel(self, key: int, ref: object) -> None:
+        exited = self._exited_cancels.get(key)
+        if exited is not None and exited[0] is ref:
+            self._exited_cancels.pop(key, None)
 
     def cancel_of(self, obj: object) -> tuple[str, CancelInfo] | None:
         """The kind and cancel request of a scope, entered or recently exited, if any."""
@@ -200,7 +231,7 @@ class ScopeTracker:
         if record is not None:
             return (record.kind, record.cancel) if record.cancel is not None else None
         exited = self._exited_cancels.get(id(obj))
-        if exited is not None and exited[0] is obj:
+        if exited is not None and (exited[0] is None or exited[0]() is obj):
             return ("enclosing scope", exited[1])
         return None
 
