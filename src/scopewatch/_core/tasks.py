@@ -34,9 +34,11 @@ _WRAPPERS: dict[str, tuple[str, str, str]] = {
     "_run_coro": ("anyio/_core/_tasks.py", "self", "_coro"),
     "trace_coroutine": ("opentelemetry/instrumentation/asyncio/__init__.py", "coro", ""),
     "wrapper": ("anyio/_backends/_asyncio.py", "func", ""),
+    "task_wrapper": ("anyio/_backends/_asyncio.py", "func", ""),
 }
 """``co_name`` -> (file suffix, local, attribute): library coroutines that wrap the user's one
-(anyio's ``TaskHandle._run_coro`` and ``anyio.run``'s root ``wrapper``,
+(anyio's ``TaskHandle._run_coro``, ``anyio.run``'s root ``wrapper`` and
+``anyio.from_thread.run``'s ``task_wrapper``,
 opentelemetry-instrumentation-asyncio's ``trace_coroutine``): the task is named after the
 coroutine (or coroutine function) they wrap."""
 
