@@ -357,7 +357,9 @@ class ScopeTracker:
     def _forget_task(self, key: int, _ref: object = None) -> None:
         entry = self._by_task.get(key)
         if entry is not None and entry.task_ref() is None:
-            del self._by_task[key]
+            # pop: the garbage collector runs this in any thread, maybe while the task's
+            # own thread or a closing loop removes the same entry
+            self._by_task.pop(key, None)
 
     def close_loop(self, loop: Any = None) -> None:
         """``loop`` is closing (``None``: every loop): each scope still entered there leaked.
@@ -368,7 +370,11 @@ class ScopeTracker:
         for key, record in list(self._by_scope.items()):
             if loop is not None and _loop_of(record.task) is not loop:
                 continue
-            del self._by_scope[key]
+            popped = self._by_scope.pop(key, None)
+            if popped is not record:  # exited meanwhile, in another thread
+                if popped is not None:  # and its id reused by a scope entered since: keep it
+                    self._by_scope[key] = popped
+                continue
             if record.task is not None and record.task.done():
                 self._leak(
                     record,
@@ -381,7 +387,7 @@ class ScopeTracker:
         for key, entry in list(self._by_task.items()):
             task = entry.task_ref()
             if loop is None or task is None or _loop_of(task) is loop:
-                del self._by_task[key]
+                self._by_task.pop(key, None)
 
     def _leak(self, record: ScopeRecord, cause: str, why: str) -> None:
         detail = f"It was never exited: {why} with the scope still entered."
