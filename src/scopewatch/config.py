@@ -54,6 +54,7 @@ class Settings:
     debugpy_allow_remote: bool = False
     debugpy_wait: float = 0.0
     max_tracked: int = 100_000
+    log_limit: int = 10
     problems: tuple[str, ...] = field(default=(), compare=False)
     """One line per invalid value that was replaced by its default."""
 
@@ -222,6 +223,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "debugpy_allow_remote": _parse_bool,
     "debugpy_wait": _parse_number(float, 0, 3600),
     "max_tracked": _parse_number(int, 1, None),
+    "log_limit": _parse_number(int, 0, None),
 }
 
 

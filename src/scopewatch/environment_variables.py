@@ -54,5 +54,8 @@ OTEL_PYTHON_SCOPEWATCH_MAX_TRACKED: Final = "OTEL_PYTHON_SCOPEWATCH_MAX_TRACKED"
 """Bound on concurrently tracked scopes and tasks (default ``100000``); beyond it new ones are
 counted in ``scopewatch.untracked`` but not tracked, and one warning says so."""
 
+OTEL_PYTHON_SCOPEWATCH_LOG_LIMIT: Final = "OTEL_PYTHON_SCOPEWATCH_LOG_LIMIT"
+"""Log lines an alert rule's ``log`` action may write per 60 s (default ``10``; ``0``: no limit)."""
+
 OTEL_PYTHON_SCOPEWATCH_CONFIG_FILE: Final = "OTEL_PYTHON_SCOPEWATCH_CONFIG_FILE"
 """A YAML or JSON file whose lower-case keys are the setting names above."""

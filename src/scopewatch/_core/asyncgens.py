@@ -15,7 +15,7 @@ hook_installed = False
 def finalizer_scheduled(frame_id: int) -> None:
     """The loop's finalizer hook scheduled ``aclose()`` of the generator running ``frame_id``."""
     if len(_scheduled) >= _LIMIT:
-        del _scheduled[next(iter(_scheduled))]
+        _scheduled.pop(next(iter(_scheduled), 0), None)  # loops in other threads evict too
     _scheduled[frame_id] = None
 
 

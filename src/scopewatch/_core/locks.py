@@ -155,7 +155,7 @@ def _find(lock: object) -> LockInfo | None:
 def _forget(key: int, ref: weakref.ref[Any]) -> None:
     entry = _infos.get(key)
     if entry is not None and entry[0] is ref:
-        del _infos[key]
+        _infos.pop(key, None)  # weakref callbacks run in whichever thread collects
 
 
 def register(lock: object, kind: str, site: str) -> LockInfo:
@@ -301,7 +301,7 @@ def hold_ended(
             break
     _, start, sampled = holders.pop(index)
     if not holders:
-        del multi_holds[id(lock)]
+        multi_holds.pop(id(lock), None)  # trim_holds() may run in another loop's thread
     return due(sampled, start)
 
 

@@ -35,11 +35,13 @@ _WRAPPERS: dict[str, tuple[str, str, str]] = {
     "trace_coroutine": ("opentelemetry/instrumentation/asyncio/__init__.py", "coro", ""),
     "wrapper": ("anyio/_backends/_asyncio.py", "func", ""),
     "run_coro_with_task_status": ("anyio/_backends/_trio.py", "func", ""),
+    "task_wrapper": ("anyio/_backends/_asyncio.py", "func", ""),
 }
 """``co_name`` -> (file suffix, local, attribute): library coroutines that wrap the user's one
-(anyio's ``TaskHandle._run_coro``, ``anyio.run``'s root ``wrapper`` and the trio backend's
-``TaskGroup.start()`` wrapper, opentelemetry-instrumentation-asyncio's ``trace_coroutine``): the
-task is named after the coroutine (or coroutine function) they wrap."""
+(anyio's ``TaskHandle._run_coro``, ``anyio.run``'s root ``wrapper``, the trio backend's
+``TaskGroup.start()`` wrapper and ``anyio.from_thread.run``'s ``task_wrapper``,
+opentelemetry-instrumentation-asyncio's ``trace_coroutine``): the task is named after the
+coroutine (or coroutine function) they wrap."""
 
 
 @dataclass(slots=True, frozen=True)

@@ -103,9 +103,10 @@ class ScopeTracker:
         """Who called ``Task.cancel()`` on a task (set by the tasks feature)."""
         self._by_scope: dict[int, ScopeRecord] = {}
         self._by_task: dict[int, _TaskScopes] = {}
-        self._exited_cancels: dict[int, tuple[object, CancelInfo]] = {}
-        """Cancels of scopes already exited (anyio 4.0 task groups exit their scope before
-        waiting for children), so the children's scopes can still name them as parent."""
+        self._exited_cancels: dict[int, tuple[weakref.ref[Any] | None, CancelInfo]] = {}
+        """Cancels of scopes not entered: already exited (anyio 4.0 task groups exit their
+        scope before waiting for children, so the children's scopes can still name them as
+        parent) or not yet entered. Held weakly: an exited scope pins its task's frames."""
 
     # --- enter ------------------------------------------------------------------------------
 
@@ -150,8 +151,16 @@ class ScopeTracker:
             entry = self._scopes_of(task)
         entry.records.append(record)
         self._by_scope[id(obj)] = record
+        if self._exited_cancels:
+            self._cancelled_before_enter(obj, record)
         self.sink.entered(record)
         return record
+
+    def _cancelled_before_enter(self, obj: object, record: ScopeRecord) -> None:
+        """Take over a cancel request made before ``obj`` was entered (and forget it)."""
+        exited = self._exited_cancels.pop(id(obj), None)
+        if exited is not None and exited[0] is not None and exited[0]() is obj:
+            record.cancel = exited[1]
 
     def _scopes_of(self, task: Any) -> _TaskScopes:
         key = id(task)
@@ -203,20 +212,31 @@ class ScopeTracker:
         if record is not None:
             record.cancel = info
             return
-        if len(self._exited_cancels) >= _EXITED_CANCELS_LIMIT:
-            del self._exited_cancels[next(iter(self._exited_cancels))]
-        self._exited_cancels[id(obj)] = (obj, info)
+        self._remember_cancel(obj, info)
 
-    def claim_early_cancel(self, record: ScopeRecord) -> None:
-        """Give ``record`` a cancel requested before its scope was entered, if there was one."""
-        early = self._exited_cancels.pop(id(record.obj), None)
-        if early is None:
-            return
-        if early[0] is record.obj:
-            if record.cancel is None:
-                record.cancel = early[1]
-        else:
-            self._exited_cancels[id(early[0])] = early
+    def _remember_cancel(self, obj: object, info: CancelInfo) -> None:
+        """Keep the cancel request of a scope not entered (yet, or any more), weakly.
+
+        A scope that cannot be weakly referenced is remembered by ``id()`` alone: any later
+        enter of an object with that id drops the entry, so a reused id is never mistaken
+        for it by a scope that is entered.
+        """
+        key = id(obj)
+        try:
+            ref: weakref.ref[Any] | None = weakref.ref(
+                obj, functools.partial(self._forget_cancel, key)
+            )
+        except TypeError:
+            ref = None
+        cancels = self._exited_cancels
+        if len(cancels) >= _EXITED_CANCELS_LIMIT:
+            cancels.pop(next(iter(cancels), 0), None)  # another thread may have emptied it
+        cancels[key] = (ref, info)
+
+    def _forget_cancel(self, key: int, ref: object) -> None:
+        exited = self._exited_cancels.get(key)
+        if exited is not None and exited[0] is ref:
+            self._exited_cancels.pop(key, None)
 
     def cancel_of(self, obj: object) -> tuple[str, CancelInfo] | None:
         """The kind and cancel request of a scope, entered or recently exited, if any."""
@@ -224,7 +244,7 @@ class ScopeTracker:
         if record is not None:
             return (record.kind, record.cancel) if record.cancel is not None else None
         exited = self._exited_cancels.get(id(obj))
-        if exited is not None and exited[0] is obj:
+        if exited is not None and (exited[0] is None or exited[0]() is obj):
             return ("enclosing scope", exited[1])
         return None
 
@@ -354,7 +374,9 @@ class ScopeTracker:
     def _forget_task(self, key: int, _ref: object = None) -> None:
         entry = self._by_task.get(key)
         if entry is not None and entry.task_ref() is None:
-            del self._by_task[key]
+            # pop: the garbage collector runs this in any thread, maybe while the task's
+            # own thread or a closing loop removes the same entry
+            self._by_task.pop(key, None)
 
     def close_loop(self, loop: Any = None) -> None:
         """``loop`` is closing (``None``: every loop): each scope still entered there leaked.
@@ -367,7 +389,11 @@ class ScopeTracker:
             adapter = task_adapters.adapter_of(record.task)
             if loop is not None and adapter.runner(record.task) is not loop:
                 continue
-            del self._by_scope[key]
+            popped = self._by_scope.pop(key, None)
+            if popped is not record:  # exited meanwhile, in another thread
+                if popped is not None:  # and its id reused by a scope entered since: keep it
+                    self._by_scope[key] = popped
+                continue
             ended = adapter.runner_ended
             if record.task is not None and adapter.done(record.task):
                 self._leak(
@@ -380,7 +406,7 @@ class ScopeTracker:
         for key, entry in list(self._by_task.items()):
             task = entry.task_ref()
             if loop is None or task is None or task_adapters.adapter_of(task).runner(task) is loop:
-                del self._by_task[key]
+                self._by_task.pop(key, None)
 
     def _leak(self, record: ScopeRecord, cause: str, why: str) -> None:
         detail = f"It was never exited: {why} with the scope still entered."

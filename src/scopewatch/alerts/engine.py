@@ -158,8 +158,10 @@ class CompiledRule:
 class _State:
     __slots__ = ("last_fired", "times")
 
-    def __init__(self) -> None:
-        self.times: deque[float] = deque()
+    def __init__(self, count: int) -> None:
+        # Only the latest ``count`` matches can make a threshold hold: keeping more would grow
+        # with the match rate (a violation storm within one window) and tell nothing more.
+        self.times: deque[float] = deque(maxlen=max(count, 1))
         self.last_fired: float | None = None
 
 
@@ -304,7 +306,7 @@ class Engine(Generic[S]):
             if state is None:
                 if len(compiled.groups) >= GROUPS_PER_RULE:
                     compiled.groups.pop(next(iter(compiled.groups)))
-                state = compiled.groups[key] = _State()
+                state = compiled.groups[key] = _State(rule.count)
             times = state.times
             times.append(now)
             horizon = now - rule.window

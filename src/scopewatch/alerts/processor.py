@@ -12,8 +12,12 @@ from opentelemetry.trace import StatusCode
 from scopewatch import _safety, semconv
 from scopewatch.alerts import debugger, explain
 from scopewatch.alerts.engine import Engine, SpanFacts
+from scopewatch.alerts.ratelimit import LogLimiter
 from scopewatch.alerts.rules import DEFAULT_RULE_NAME
-from scopewatch.environment_variables import OTEL_PYTHON_SCOPEWATCH_DEFAULT_RULE
+from scopewatch.environment_variables import (
+    OTEL_PYTHON_SCOPEWATCH_DEFAULT_RULE,
+    OTEL_PYTHON_SCOPEWATCH_LOG_LIMIT,
+)
 from scopewatch.telemetry import _sdk_calls
 
 if TYPE_CHECKING:
@@ -81,6 +85,19 @@ def log_action(rule: Rule, span: ReadableSpan, count: int) -> None:
     )
 
 
+def log_suppressed(rule: str, suppressed: int, limiter: LogLimiter) -> None:
+    """The summary line of the ``log`` action's rate limit."""
+    _logger.warning(
+        "scopewatch: alert rule %r: suppressed %d similar log lines (at most %d per %g s per "
+        "rule; %s sets the limit)",
+        rule,
+        suppressed,
+        limiter.limit,
+        limiter.window,
+        OTEL_PYTHON_SCOPEWATCH_LOG_LIMIT,
+    )
+
+
 class AlertProcessor(SpanProcessor):
     """Evaluates the rules on every finished span, exported or not.
 
@@ -93,6 +110,8 @@ class AlertProcessor(SpanProcessor):
         self._part = _safety.Part("alert rule evaluation")
         self._action_parts: dict[tuple[str, str], _safety.Part] = {}
         self._metric_attributes: dict[tuple[str, str], dict[str, str]] = {}
+        self.log_limiter = LogLimiter(runtime.settings.log_limit, time.monotonic)
+        """Caps the ``log`` action's lines per rule (``OTEL_PYTHON_SCOPEWATCH_LOG_LIMIT``)."""
         self.engine: Engine[ReadableSpan] = Engine(rules, FACTS, time.monotonic, self._rule_failed)
 
     def set_rules(self, rules: Sequence[Rule]) -> None:
@@ -100,13 +119,19 @@ class AlertProcessor(SpanProcessor):
         self.engine = Engine(rules, FACTS, time.monotonic, self._rule_failed, self.engine)
 
     def deactivate(self) -> None:
-        """Evaluate nothing from now on."""
+        """Evaluate nothing from now on (and report log lines still suppressed)."""
         self.active = False
+        self._report_suppressed()
+
+    def _report_suppressed(self) -> None:
+        for rule, suppressed in self.log_limiter.drain():
+            log_suppressed(rule, suppressed, self.log_limiter)
 
     def reactivate(self, runtime: Runtime, rules: Sequence[Rule]) -> None:
         """Serve a new ``instrument()`` on the same tracer provider (not added twice)."""
         self._runtime = runtime
         self._part = _safety.Part("alert rule evaluation")
+        self.log_limiter = LogLimiter(runtime.settings.log_limit, time.monotonic)
         self.set_rules(rules)
         self.active = True
 
@@ -149,9 +174,18 @@ class AlertProcessor(SpanProcessor):
                 if action == semconv.ALERT_ACTION_DEBUGPY:
                     debugger.run(rule, span, self._runtime.settings)
                 else:
-                    log_action(rule, span, firing.count)
+                    self._log(rule, span, firing.count)
             except Exception as error:
                 part.fail(error)
+
+    def _log(self, rule: Rule, span: ReadableSpan, count: int) -> None:
+        """The ``log`` action, within the rule's log-line budget."""
+        suppressed = self.log_limiter.admit(rule.name)
+        if suppressed is None:
+            return
+        if suppressed:
+            log_suppressed(rule.name, suppressed, self.log_limiter)
+        log_action(rule, span, count)
 
     def _attributes(self, key: tuple[str, str]) -> dict[str, Any]:
         attributes = self._metric_attributes.get(key)
@@ -163,6 +197,7 @@ class AlertProcessor(SpanProcessor):
     def shutdown(self) -> None:
         """The provider shuts down: become inert, and start no more scopewatch spans on it."""
         if self.active:
+            self._report_suppressed()
             _sdk_calls.provider_shut_down(self._runtime)
         self.active = False
 

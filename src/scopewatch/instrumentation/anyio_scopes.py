@@ -9,8 +9,10 @@ user scopes from anyio's own.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import sys
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from scopewatch import semconv
@@ -19,7 +21,7 @@ from scopewatch.instrumentation import _scope_state as state
 from scopewatch.instrumentation._patching import when_imported
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from types import CodeType, FrameType, ModuleType
 
 BACKEND = "anyio._backends._asyncio"
@@ -29,8 +31,10 @@ _CONTEXTLIB_FILE = contextlib.__file__
 _active = False
 _originals: dict[str, Any] = {}
 _patched: Any = None
-_pending: dict[int, tuple[object, str, bool]] = {}
-"""Scopes created through the public API but not yet entered: id -> (scope, kind, user)."""
+_pending: dict[int, tuple[Callable[[], object], str, bool]] = {}
+"""Scopes created through the public API but not yet entered: id -> (weak reference to the
+scope, kind, user). Weak: a scope created and never entered must not be kept (anyio scopes
+that cannot be weakly referenced, 4.14 and 4.15, are held strongly, boundedly)."""
 _api_kinds: dict[int, tuple[CodeType, str]] = {}
 """``id(code)`` of anyio's scope factories -> ``(code, kind)`` (ids: hashing code is slow)."""
 _task_group_aenter: CodeType | None = None
@@ -179,8 +183,16 @@ def _remember_kind(scope: object, frame: FrameType | None) -> None:
         return
     user = frame is not None and not frames.is_internal(frame.f_code)
     if len(_pending) >= _PENDING_LIMIT:
-        del _pending[next(iter(_pending))]
-    _pending[id(scope)] = (scope, kind, user)
+        _pending.pop(next(iter(_pending), 0), None)  # another thread may have emptied it
+    try:
+        ref: Callable[[], object] = weakref.ref(scope)
+    except TypeError:
+        ref = functools.partial(_same, scope)
+    _pending[id(scope)] = (ref, kind, user)
+
+
+def _same(scope: object) -> object:
+    return scope
 
 
 def _on_enter(scope: Any, frame: FrameType) -> None:
@@ -190,7 +202,7 @@ def _on_enter(scope: Any, frame: FrameType) -> None:
     if tracker is None or task is None:
         return
     pending = _pending.pop(id(scope), None)
-    if pending is not None and pending[0] is scope:
+    if pending is not None and pending[0]() is scope:
         _, kind, user = pending
     elif frame.f_code is _task_group_aenter:
         kind = semconv.SPAN_ANYIO_TASK_GROUP

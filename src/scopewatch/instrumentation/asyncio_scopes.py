@@ -8,6 +8,7 @@ the wrong task later. The wrappers record enter and exit so the tracker can say 
 from __future__ import annotations
 
 import sys
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from scopewatch import semconv
@@ -19,7 +20,9 @@ if TYPE_CHECKING:
 
 _PENDING_LIMIT = 4096
 _originals: list[tuple[type, str, Any]] = []
-_pending_kinds: dict[int, tuple[object, str]] = {}
+_pending_kinds: dict[int, tuple[weakref.ref[Any], str]] = {}
+"""``asyncio.timeout()`` objects not yet entered: id -> (weak reference, kind). Weak: one
+created and never entered must not be kept."""
 
 
 def install(runtime: Any) -> None:
@@ -61,7 +64,7 @@ def _patch(owner: type, name: str, replacement: Any) -> None:
 
 def _timeout_kind(timeout: Any) -> str:
     pending = _pending_kinds.pop(id(timeout), None)
-    if pending is not None and pending[0] is timeout:
+    if pending is not None and pending[0]() is timeout:
         return pending[1]
     return semconv.SPAN_ASYNCIO_TIMEOUT_AT
 
@@ -85,9 +88,9 @@ def _timeout_init(original: Callable[..., None], timeout_code: Any) -> Callable[
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
         if part.enabled and sys._getframe(1).f_code is timeout_code:
-            if len(_pending_kinds) >= _PENDING_LIMIT:
-                del _pending_kinds[next(iter(_pending_kinds))]
-            _pending_kinds[id(self)] = (self, semconv.SPAN_ASYNCIO_TIMEOUT)
+            if len(_pending_kinds) >= _PENDING_LIMIT:  # another thread may have emptied it
+                _pending_kinds.pop(next(iter(_pending_kinds), 0), None)
+            _pending_kinds[id(self)] = (weakref.ref(self), semconv.SPAN_ASYNCIO_TIMEOUT)
 
     return __init__
 

@@ -236,9 +236,7 @@ def _on_enter(scope: Any, frame: FrameType) -> None:
         return
     deadline = scope.deadline
     timeout = None if deadline == math.inf else max(0.0, deadline - _trio.current_time())
-    record = tracker.enter(scope, kind, user, task, frame, timeout, scope.shield, task.name)
-    if record is not None:
-        tracker.claim_early_cancel(record)
+    tracker.enter(scope, kind, user, task, frame, timeout, scope.shield, task.name)
 
 
 # --- exit ----------------------------------------------------------------------------------------

@@ -59,8 +59,9 @@ class DeferredHistogram:
 
     def flush(self) -> None:
         """Record every buffered measurement into the SDK instrument."""
-        with self._lock:
-            pending, self._pending = self._pending, []
+        with self._lock:  # not swapped: record() may be appending to it in another thread
+            pending = self._pending[:]
+            del self._pending[: len(pending)]
         record = self._histogram.record
         for value, attributes in pending:
             record(value, attributes)
