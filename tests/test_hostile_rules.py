@@ -143,6 +143,14 @@ def test_inline_any_text_yields_rules_and_bounded_errors(text: str) -> None:
         assert_bounded(error)
 
 
+def test_an_unterminated_quote_after_a_rule_keeps_the_rule() -> None:
+    rules, errors = parse_inline("r: a exists -> log; 'unterminated", "src")
+    assert [rule.name for rule in rules] == ["r"]
+    assert [str(error) for error in errors] == [
+        "src rule '#2' at character 21: unterminated quote '"
+    ]
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -154,6 +162,7 @@ def test_inline_any_text_yields_rules_and_bounded_errors(text: str) -> None:
         "x" * (1 << 20) + ": a exists -> log",
         "r: a exists cooldown 1e400 -> log",
         "r: \x00 == \x1b -> log",
+        '"',
     ],
 )
 def test_inline_extremes_give_a_rule_error_or_a_compilable_rule(text: str) -> None:

@@ -236,10 +236,12 @@ def _around(text: str, token: str) -> str:
 # --- what the source does with frames, repr() and user input -------------------------------
 
 FRAME_LOCALS_READERS = {
-    # Both read one named local of a library frame (anyio/asyncio internals), never the user's,
-    # to find a code object or a scope; the value is never formatted or recorded.
+    # Each reads one named local of a library frame (anyio/asyncio/trio internals), never the
+    # user's, to find a code object, a scope or a task's outcome; the value is never formatted
+    # or recorded (a trio task's error gives the span status its type name only).
     "_core/cancels.py": "frame.f_locals.get(name)",
     "_core/tasks.py": "frame.f_locals.get(how.local)",
+    "instrumentation/_trio_task_instrument.py": 'frame.f_locals.get("outcome", _UNKNOWN)',
 }
 
 

@@ -298,7 +298,11 @@ def parse_inline(text: str, source: str = "") -> tuple[list[Rule], list[RuleErro
     errors: list[RuleError] = []
     index = 0
     while True:
-        token = scanner.peek()
+        try:
+            token = scanner.peek()
+        except RuleError as error:  # an unterminated quote where a rule starts: nothing more
+            errors.append(error.located(rule=f"#{index + 1}", source=source))
+            return rules, errors
         if token[0] == END:
             return rules, errors
         if token[1] == ";":
