@@ -84,7 +84,7 @@ def test_log_action_behind_a_hanging_handler_delays_but_does_not_change_the_app(
     """Logging is synchronous: a stuck handler holds the thread that logs, by the logging
     module's design. The app waits (here 0.2 s) and its results stay the same."""
     expected = baseline()
-    setup = setup_factory()
+    setup = setup_factory(log_limit=0)  # every firing logs, so every one meets the hang
     hang = Hang()
     hang.release_after(0.2)
     with caplog.at_level(logging.WARNING, LOGGER):

@@ -62,6 +62,7 @@ KINDS: dict[str, tuple[str, float, float]] = {
     "debugpy_allow_remote": ("bool", 0, 0),
     "debugpy_wait": ("float", 0, 3600),
     "max_tracked": ("int", 1, math.inf),
+    "log_limit": ("int", 0, math.inf),
 }
 
 
