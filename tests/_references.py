@@ -85,7 +85,7 @@ def scopewatch_holders() -> list[object]:
     ]
     tracker = _scope_state.tracker
     if tracker is not None:
-        holders += [tracker._by_scope, tracker._by_task, tracker._exited_cancels]
+        holders += [tracker._by_scope, tracker._by_task, tracker._loose_cancels]
         holders += [entry.records for entry in tracker._by_task.values()]
     record_types = (ScopeRecord, TaskRecord, Violation, CancelInfo, session_core.SessionRecord)
     holders += [obj for obj in gc.get_objects() if isinstance(obj, record_types)]
@@ -109,7 +109,7 @@ def assert_maps_empty() -> None:
     assert tracker is not None
     assert tracker._by_scope == {}
     assert tracker._by_task == {}
-    assert tracker._exited_cancels == {}
+    assert tracker._loose_cancels == {}
     # scopes created and never entered leave a dead weak reference (bounded), nothing more
     assert all(entry[0]() is None for entry in anyio_scopes._pending.values())
     assert all(entry[0]() is None for entry in asyncio_scopes._pending_kinds.values())

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from scopewatch import semconv
 from scopewatch._core import classify, frames, task_adapters
+from scopewatch._core.loose_cancels import LooseCancels
 from scopewatch._core.records import CancelInfo, ScopeRecord, Violation
 
 if TYPE_CHECKING:
@@ -36,7 +37,6 @@ class ExitFacts:
     """The exception leaving the scope (raised by the exit or passed through it), if any."""
 
 
-_EXITED_CANCELS_LIMIT = 1024
 _time_ns = time.time_ns
 _perf_counter = time.perf_counter
 _POSITIONAL_FIELDS = (
@@ -103,10 +103,8 @@ class ScopeTracker:
         """Who called ``Task.cancel()`` on a task (set by the tasks feature)."""
         self._by_scope: dict[int, ScopeRecord] = {}
         self._by_task: dict[int, _TaskScopes] = {}
-        self._exited_cancels: dict[int, tuple[weakref.ref[Any] | None, CancelInfo]] = {}
-        """Cancels of scopes not entered: already exited (anyio 4.0 task groups exit their
-        scope before waiting for children, so the children's scopes can still name them as
-        parent) or not yet entered. Held weakly: an exited scope pins its task's frames."""
+        self._loose_cancels = LooseCancels()
+        """Cancels of scopes not entered (exited already, or not yet entered)."""
 
     # --- enter ------------------------------------------------------------------------------
 
@@ -151,16 +149,10 @@ class ScopeTracker:
             entry = self._scopes_of(task)
         entry.records.append(record)
         self._by_scope[id(obj)] = record
-        if self._exited_cancels:
-            self._cancelled_before_enter(obj, record)
+        if self._loose_cancels:
+            record.cancel = self._loose_cancels.take(obj)
         self.sink.entered(record)
         return record
-
-    def _cancelled_before_enter(self, obj: object, record: ScopeRecord) -> None:
-        """Take over a cancel request made before ``obj`` was entered (and forget it)."""
-        exited = self._exited_cancels.pop(id(obj), None)
-        if exited is not None and exited[0] is not None and exited[0]() is obj:
-            record.cancel = exited[1]
 
     def _scopes_of(self, task: Any) -> _TaskScopes:
         key = id(task)
@@ -212,41 +204,15 @@ class ScopeTracker:
         if record is not None:
             record.cancel = info
             return
-        self._remember_cancel(obj, info)
-
-    def _remember_cancel(self, obj: object, info: CancelInfo) -> None:
-        """Keep the cancel request of a scope not entered (yet, or any more), weakly.
-
-        A scope that cannot be weakly referenced is remembered by ``id()`` alone: any later
-        enter of an object with that id drops the entry, so a reused id is never mistaken
-        for it by a scope that is entered.
-        """
-        key = id(obj)
-        try:
-            ref: weakref.ref[Any] | None = weakref.ref(
-                obj, functools.partial(self._forget_cancel, key)
-            )
-        except TypeError:
-            ref = None
-        cancels = self._exited_cancels
-        if len(cancels) >= _EXITED_CANCELS_LIMIT:
-            cancels.pop(next(iter(cancels), 0), None)  # another thread may have emptied it
-        cancels[key] = (ref, info)
-
-    def _forget_cancel(self, key: int, ref: object) -> None:
-        exited = self._exited_cancels.get(key)
-        if exited is not None and exited[0] is ref:
-            self._exited_cancels.pop(key, None)
+        self._loose_cancels.remember(obj, info)
 
     def cancel_of(self, obj: object) -> tuple[str, CancelInfo] | None:
         """The kind and cancel request of a scope, entered or recently exited, if any."""
         record = self.record_of(obj)
         if record is not None:
             return (record.kind, record.cancel) if record.cancel is not None else None
-        exited = self._exited_cancels.get(id(obj))
-        if exited is not None and (exited[0] is None or exited[0]() is obj):
-            return ("enclosing scope", exited[1])
-        return None
+        info = self._loose_cancels.find(obj)
+        return ("enclosing scope", info) if info is not None else None
 
     def resolve_cancel(self, record: ScopeRecord, parents: Iterable[object]) -> None:
         """Fill in who cancelled a scope that did not cancel itself.
