@@ -8,6 +8,7 @@ scopes cannot be weakly referenced); task entries hold tasks weakly.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import time
 import weakref
@@ -36,6 +37,9 @@ class ExitFacts:
 
 
 _EXITED_CANCELS_LIMIT = 1024
+_QUIET = contextvars.Context()
+"""The done callback runs in this empty context: a copy of the task's current one would keep
+its context variables' values alive until the task ends, after the task has replaced them."""
 _time_ns = time.time_ns
 _perf_counter = time.perf_counter
 _POSITIONAL_FIELDS = (
@@ -153,7 +157,7 @@ class ScopeTracker:
         if entry is None or entry.task_ref() is not task:
             entry = _TaskScopes(weakref.ref(task, functools.partial(self._forget_task, key)))
             self._by_task[key] = entry
-            task.add_done_callback(self._task_done)
+            task.add_done_callback(self._task_done, context=_QUIET)
         return entry
 
     # --- cancel -----------------------------------------------------------------------------
