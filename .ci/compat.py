@@ -92,7 +92,11 @@ def run_suite(name: str, python: Path, requirements: list[str], tests: list[str]
 
 def _anyio_in(bin_dir: Path) -> str:
     result = subprocess.run(
-        [str(bin_dir / "python"), "-c", "import anyio; print(anyio.__version__)"],
+        [
+            str(bin_dir / "python"),
+            "-c",
+            "from importlib.metadata import version as v; print(v('anyio'))",
+        ],
         capture_output=True,
         text=True,
         check=False,
