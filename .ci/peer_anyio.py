@@ -7,8 +7,10 @@ extra), constrained to the versions installed here; it is reused while its requi
 unchanged. The suite runs twice with ``peer_plugin.py`` recording each test's outcome; the
 second run instruments with ``ScopeWatchInstrumentor`` in span mode ``all`` on the real SDK.
 Differing tests are rerun both ways (``--retries``); a test counts as a difference only when
-the two modes never produced the same outcome. Violations scopewatch saw are reported (anyio's
-suite misuses scopes on purpose in places), not judged. Exits non-zero on any difference.
+the two modes never produced the same outcome. An error scopewatch logs (a part of it failed and
+switched itself off, leaving the rest of the run less instrumented) fails too. Violations
+scopewatch saw are reported (anyio's suite misuses scopes on purpose in places), not judged.
+Exits non-zero on any difference or error.
 """
 
 from __future__ import annotations
@@ -191,9 +193,19 @@ def summarise(anyio_version: str, plain: dict, instrumented: dict, real: list[st
         print(peer_outcomes.table(["kind/cause", "count"], violations.most_common()))
     for line in Counter(instrumented["scopewatch_log"]).most_common(10):
         print(f"  scopewatch log x{line[1]}: {line[0]}")
+    print(
+        f"scopewatch errors (a part failed and switched itself off): {len(errors_of(instrumented))}"
+    )
+    for line in errors_of(instrumented):
+        print(f"  ERROR {line}")
     print(f"differences: {len(real)}")
     for nodeid in real:
         print(f"  DIFFERS {nodeid}")
+
+
+def errors_of(results: dict) -> list[str]:
+    """Errors scopewatch logged during a run: each is a failure of compat."""
+    return list(results.get("scopewatch_errors", []))
 
 
 def _backend_order(label: str) -> tuple[int, str]:
@@ -219,7 +231,7 @@ def main() -> int:
     plain, instrumented, real = compare(python, source, arguments.backends, arguments.retries)
     summarise(anyio_version, plain, instrumented, real)
     print(f"peer-anyio wall time: {(time.monotonic() - started) / 60:.1f} min", flush=True)
-    return 1 if real else 0
+    return 1 if real or errors_of(instrumented) else 0
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ class _Recorder:
         self.violations: Counter[str] = Counter()
         self.violations_by_test: Counter[str] = Counter()
         self.log: list[str] = []
+        self.errors: list[str] = []
         self.started = time.monotonic()
         self.instrumentor: Any = None
         if instrument:
@@ -70,7 +71,10 @@ class _Recorder:
 
         class LogCollector(logging.Handler):
             def emit(self, record: logging.LogRecord) -> None:
-                recorder.log.append(f"{record.levelname}: {record.getMessage().splitlines()[0]}")
+                line = f"{record.levelname}: {record.getMessage().splitlines()[0]}"
+                recorder.log.append(line)
+                if record.levelno >= logging.ERROR:  # a part of scopewatch failed (and stopped)
+                    recorder.errors.append(f"{recorder.current or '(between tests)'}: {line}")
 
         logging.getLogger("scopewatch").addHandler(LogCollector(logging.WARNING))
         tracer_provider = TracerProvider()
@@ -125,6 +129,7 @@ class _Recorder:
             violations=dict(self.violations),
             violations_by_test=dict(self.violations_by_test),
             scopewatch_log=self.log,
+            scopewatch_errors=self.errors,
             seconds=round(time.monotonic() - self.started, 1),
         )
 

@@ -156,6 +156,7 @@ def test_plugin_labels_uvloop_and_counts_violations_when_instrumented(tmp_path):
     assert data["instrumented"] is True
     assert data["spans"] > 0
     assert data["violations"] == {"scope_leaked/task_finished": 1}
+    assert data["scopewatch_errors"] == []
     (culprit,) = data["violations_by_test"]
     assert culprit.endswith("::test_leaks_a_scope")
 
