@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.scopewatch-installed
 
-.PHONY: demo test compat bench bench-quick tools stack clean
+.PHONY: demo test compat compat-peers bench bench-quick tools stack clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +27,14 @@ test: $(STAMP) tools
 	$(BIN)/mypy
 	SCOPEWATCH_STRICT=1 $(BIN)/python -m pytest
 
-## make compat: the suite on every other CPython 3.10-3.13 found, and on an anyio older than 4.14
+## make compat: the suite on every other CPython 3.10-3.13 found and on anyios older than 4.14,
+## then anyio's own suite plain and instrumented (compat-peers)
 compat: $(STAMP)
 	$(BIN)/python .ci/compat.py
+
+## make compat-peers: only anyio's own suite, plain vs instrumented (BACKENDS=asyncio,trio ...)
+compat-peers: $(STAMP)
+	$(BIN)/python .ci/peer_anyio.py $(if $(BACKENDS),--backends $(BACKENDS))
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

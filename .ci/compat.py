@@ -1,7 +1,11 @@
-"""Run the tests on every other CPython 3.10-3.13 found, an anyio before 4.14, the oldest trio.
+"""Run the suite on every other CPython 3.10-3.13 found, on anyios before 4.14, the oldest trio.
 
 Interpreters are discovered at run time (``pythonX.Y`` on PATH, then pyenv's versions folder);
-each gets its own virtual environment under ``.compat/``. Exits non-zero if any run fails.
+each gets its own virtual environment under ``.compat/`` (reused when present). The whole suite
+also runs on the newest anyio before 4.14 that the installed ``mcp`` accepts (pip's resolver picks
+it, with ``mcp`` pinned to the installed version), and the scope suites on anyio 4.0.0, the oldest
+supported. Then anyio's own test suite runs with and without scopewatch (``.ci/peer_anyio.py``).
+Exits non-zero if any run fails.
 """
 
 from __future__ import annotations
@@ -10,11 +14,15 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 WANTED = ("3.10", "3.11", "3.12", "3.13")
 OLD_ANYIO = "anyio==4.0.0"  # the oldest supported; CancelScope became slotted in 4.14
+NO_DEPS = "--no-deps "
+BEFORE_SLOTS = "anyio<4.14"  # the newest of these that mcp accepts runs the whole suite
 OLD_ANYIO_TESTS = [  # mcp needs a newer anyio, so only the scope suites run against 4.0
     "tests/test_anyio_scopes.py",
     "tests/test_asyncio_scopes.py",
@@ -58,18 +66,25 @@ def _version_of(python: Path) -> str:
     return result.stdout.strip()
 
 
-def run_suite(name: str, python: Path, pins: list[str], tests: list[str]) -> bool:
-    """Create ``.compat/<name>``, install the project, force ``pins``, run pytest there."""
+def run_suite(name: str, python: Path, requirements: list[str], tests: list[str]) -> bool:
+    """Create ``.compat/<name>``, install the project with ``requirements``, run pytest there.
+
+    A requirement starting with ``NO_DEPS`` is forced in afterwards, outside the resolver.
+    """
     venv = ROOT / ".compat" / name
     bin_dir = venv / "bin"
     print(f"\n=== compat {name}: {python}", flush=True)
     if not (bin_dir / "python").exists():
         subprocess.run([str(python), "-m", "venv", str(venv)], check=True)
     pip = [str(bin_dir / "python"), "-m", "pip", "install", "--quiet"]
+    forced = [req[len(NO_DEPS) :] for req in requirements if req.startswith(NO_DEPS)]
+    resolved = [req for req in requirements if not req.startswith(NO_DEPS)]
     subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, "-e", f"{ROOT}[dev]"], check=True)
-    if pins:
-        subprocess.run([*pip, "--no-deps", *pins], check=True)
+    # --upgrade: a reused venv gets the newest anyio its requirements allow, as a fresh one would
+    subprocess.run([*pip, "--upgrade", "-e", f"{ROOT}[dev]", "anyio", *resolved], check=True)
+    if forced:
+        subprocess.run([*pip, "--no-deps", *forced], check=True)
+    print(f"=== compat {name}: anyio {_anyio_in(bin_dir)}", flush=True)
     env = {**os.environ, "SCOPEWATCH_STRICT": "1"}
     result = subprocess.run(
         [str(bin_dir / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
@@ -81,8 +96,30 @@ def run_suite(name: str, python: Path, pins: list[str], tests: list[str]) -> boo
     return result.returncode == 0
 
 
+def _anyio_in(bin_dir: Path) -> str:
+    result = subprocess.run(
+        [
+            str(bin_dir / "python"),
+            "-c",
+            "from importlib.metadata import version as v; print(v('anyio'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip() or "?"
+
+
+def run_peers() -> bool:
+    """Run anyio's own test suite, plain and instrumented, compared (``.ci/peer_anyio.py``)."""
+    print("\n=== compat peer-anyio", flush=True)
+    runner = Path(__file__).with_name("peer_anyio.py")
+    result = subprocess.run([sys.executable, str(runner)], cwd=ROOT, check=False)
+    return result.returncode == 0
+
+
 def main() -> int:
-    """Run every compatibility target; report a summary line."""
+    """Run every compatibility target; report a summary line with each target's minutes."""
     current = f"{sys.version_info[0]}.{sys.version_info[1]}"
     interpreters = find_interpreters()
     targets: list[tuple[str, Path, list[str], list[str]]] = [
@@ -90,6 +127,8 @@ def main() -> int:
         for version, path in interpreters.items()
         if version != current
     ]
+    before_slots = [BEFORE_SLOTS, f"mcp=={metadata.version('mcp')}"]
+    targets.append((f"py{current}-anyio-before-4.14", Path(sys.executable), before_slots, []))
     old = OLD_ANYIO.replace("==", "")
     targets.append((f"py{current}-{old}", Path(sys.executable), [OLD_ANYIO], OLD_ANYIO_TESTS))
     old = OLD_TRIO.replace("==", "")
@@ -98,6 +137,26 @@ def main() -> int:
     results = {name: run_suite(name, python, pins, tests) for name, python, pins, tests in targets}
     failed = [name for name, ok in results.items() if not ok]
     print(f"\ncompat: {len(results) - len(failed)} passed, {len(failed)} failed", flush=True)
+    oldest = [NO_DEPS + OLD_ANYIO]
+    targets.append((f"py{current}-{old}", Path(sys.executable), oldest, OLD_ANYIO_TESTS))
+    old = OLD_TRIO.replace("==", "")
+    oldest_trio = [NO_DEPS + OLD_TRIO]
+    targets.append((f"py{current}-{old}", Path(sys.executable), oldest_trio, OLD_TRIO_TESTS))
+    names = [target[0] for target in targets]
+    print("compat targets: " + ", ".join([*names, "peer-anyio"]), flush=True)
+    results: dict[str, tuple[bool, float]] = {}
+    for name, python, requirements, tests in targets:
+        started = time.monotonic()
+        ok = run_suite(name, python, requirements, tests)
+        results[name] = (ok, time.monotonic() - started)
+    if "--no-peers" not in sys.argv:
+        started = time.monotonic()
+        results["peer-anyio"] = (run_peers(), time.monotonic() - started)
+    print("\ncompat summary:", flush=True)
+    for name, (ok, seconds) in results.items():
+        print(f"  {name:<28} {'ok' if ok else 'FAILED':<7} {seconds / 60:5.1f} min", flush=True)
+    failed = [name for name, (ok, _) in results.items() if not ok]
+    print(f"compat: {len(results) - len(failed)} passed, {len(failed)} failed", flush=True)
     return 1 if failed else 0
 
 

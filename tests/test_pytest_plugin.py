@@ -98,7 +98,9 @@ def test_warn_mode_passes_with_a_warning(pytester: pytest.Pytester) -> None:
         """,
         "--scopewatch=warn",
     )
-    result.assert_outcomes(passed=1, warnings=1)
+    # only ours is counted: anyio before 4.14 adds a pytest deprecation warning under pytest 9.2
+    result.assert_outcomes(passed=1, warnings=result.parseoutcomes()["warnings"])
+    assert result.stdout.str().count("ScopewatchViolationWarning:") == 1
     result.stdout.fnmatch_lines(
         [
             "*scopewatch: cancel-scope violations warn*",

@@ -106,7 +106,7 @@ class CancelCall:
         if frame is None:
             return None
         try:
-            return frame.f_locals.get(name)
+            return frames.local_of(frame, name)
         except Exception:  # a frame proxy that cannot be read: no attribution, no harm
             return None
 

@@ -8,6 +8,7 @@ import importlib.util
 import inspect
 import os
 from types import CodeType, FrameType
+from typing import Any
 
 Frames = tuple[tuple[CodeType, int], ...]
 
@@ -168,3 +169,21 @@ def format_frames(frames: Frames) -> str:
         f'  File "{code.co_filename}", line {line}, in {qualname(code)}\n'
         for code, line in reversed(frames)
     )
+
+
+def local_of(frame: FrameType, name: str) -> Any:
+    """One local variable of a function ``frame`` (``None`` if unbound), leaving nothing behind.
+
+    Before Python 3.13, reading ``frame.f_locals`` builds a dict of the frame's locals and caches
+    it on the frame, where it keeps every local alive after the code has deleted it, for as long
+    as the frame lives (a traceback holds it): reference cycles the application does not have
+    (anyio's own suite checks for them). That dict is only a cache, refreshed before every
+    other read, so it is emptied again. Module and class frames are read, never emptied: their
+    ``f_locals`` is the real namespace.
+    """
+    namespace = frame.f_locals
+    try:
+        return namespace.get(name)
+    finally:
+        if type(namespace) is dict and frame.f_code.co_flags & inspect.CO_OPTIMIZED:
+            namespace.clear()

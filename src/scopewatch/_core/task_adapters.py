@@ -7,6 +7,7 @@ an abandoned async generator on the runtime's behalf. Pure: no patching, no trio
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import os
 from typing import TYPE_CHECKING, Any, Protocol
@@ -56,8 +57,12 @@ class AsyncioTasks:
         return str(task.get_name())
 
     def watch(self, task: Any, on_done: Callable[[Any], object]) -> None:
-        """``task.add_done_callback``."""
-        task.add_done_callback(on_done)
+        """``task.add_done_callback`` in a new empty context.
+
+        A copy of the task's context (the default) would keep its context variables' values
+        alive until the task ends; one shared context cannot run callbacks in two threads.
+        """
+        task.add_done_callback(on_done, context=contextvars.Context())
 
     def done(self, task: Any) -> bool:
         """``task.done()``."""

@@ -291,7 +291,7 @@ class TaskTracker:
         inner = None
         frame = getattr(coro, "cr_frame", None)
         if frame is not None:
-            inner = frame.f_locals.get(how.local)
+            inner = frames.local_of(frame, how.local)
             if inner is not None and how.attribute:
                 inner = getattr(inner, how.attribute, None)
         code = getattr(inner, "cr_code", None) or getattr(inner, "__code__", None)
