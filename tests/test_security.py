@@ -16,12 +16,14 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
 import re
 import subprocess
 import sys
+import tokenize
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -236,12 +238,10 @@ def _around(text: str, token: str) -> str:
 # --- what the source does with frames, repr() and user input -------------------------------
 
 FRAME_LOCALS_READERS = {
-    # Each reads one named local of a library frame (anyio/asyncio/trio internals), never the
-    # user's, to find a code object, a scope or a task's outcome; the value is never formatted
-    # or recorded (a trio task's error gives the span status its type name only).
-    "_core/cancels.py": "frame.f_locals.get(name)",
-    "_core/tasks.py": "frame.f_locals.get(how.local)",
-    "instrumentation/_trio_task_instrument.py": 'frame.f_locals.get("outcome", _UNKNOWN)',
+    # frames.local_of reads one named local of a library frame (anyio/asyncio/trio internals),
+    # never the user's, to find a code object, a scope or a trio task's outcome; the value is
+    # never formatted or recorded (a trio task's error gives the span status its type name).
+    "_core/frames.py": "namespace = frame.f_locals",
 }
 
 
@@ -253,8 +253,19 @@ def _source_lines() -> Iterator[tuple[str, int, str]]:
                 yield str(path.relative_to(SRC)), number, code
 
 
+def _attribute_reads(attribute: str) -> Iterator[tuple[str, str]]:
+    """``(module, line)`` of every ``.attribute`` in the source's code (not strings, comments)."""
+    for path in sorted(SRC.rglob("*.py")):
+        lines = path.read_text().splitlines()
+        with path.open("rb") as source:
+            tokens = list(tokenize.tokenize(source.readline))
+        for before, token in itertools.pairwise(tokens):
+            if before.string == "." and token.type == tokenize.NAME and token.string == attribute:
+                yield str(path.relative_to(SRC)), lines[token.start[0] - 1].strip()
+
+
 def test_frame_locals_are_read_only_where_reviewed() -> None:
-    found = {(module, code) for module, _, code in _source_lines() if "f_locals" in code}
+    found = set(_attribute_reads("f_locals"))
     assert {module for module, _ in found} == set(FRAME_LOCALS_READERS)
     for module, code in found:
         assert FRAME_LOCALS_READERS[module] in code

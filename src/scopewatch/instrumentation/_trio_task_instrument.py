@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from scopewatch import semconv
+from scopewatch._core import frames
 from scopewatch._core.trio_tasks import outcome_of
 from scopewatch._safety import warn_once
 from scopewatch.instrumentation.trio_tasks import PART
@@ -129,7 +130,8 @@ def _outcome(task: Any, runner: Any, frame: FrameType | None) -> Any:
         if _is_task_exited(frame.f_code):
             if runner is not None and task is getattr(runner, "main_task", None):
                 return getattr(runner, "main_task_outcome", _UNKNOWN)
-            return frame.f_locals.get("outcome", _UNKNOWN)
+            found = frames.local_of(frame, "outcome")
+            return _UNKNOWN if found is None else found
         frame = frame.f_back
     return _UNKNOWN
 
