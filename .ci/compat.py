@@ -130,13 +130,6 @@ def main() -> int:
     before_slots = [BEFORE_SLOTS, f"mcp=={metadata.version('mcp')}"]
     targets.append((f"py{current}-anyio-before-4.14", Path(sys.executable), before_slots, []))
     old = OLD_ANYIO.replace("==", "")
-    targets.append((f"py{current}-{old}", Path(sys.executable), [OLD_ANYIO], OLD_ANYIO_TESTS))
-    old = OLD_TRIO.replace("==", "")
-    targets.append((f"py{current}-{old}", Path(sys.executable), [OLD_TRIO], OLD_TRIO_TESTS))
-    print("compat targets: " + ", ".join(target[0] for target in targets), flush=True)
-    results = {name: run_suite(name, python, pins, tests) for name, python, pins, tests in targets}
-    failed = [name for name, ok in results.items() if not ok]
-    print(f"\ncompat: {len(results) - len(failed)} passed, {len(failed)} failed", flush=True)
     oldest = [NO_DEPS + OLD_ANYIO]
     targets.append((f"py{current}-{old}", Path(sys.executable), oldest, OLD_ANYIO_TESTS))
     old = OLD_TRIO.replace("==", "")
