@@ -25,6 +25,10 @@ _DEADLINE_CALLERS = frozenset({"expire", "cancel_called", "__enter__"})
 anyio_cancel: CodeType | None = None
 """``anyio._backends._trio.CancelScope.cancel``: passes the user's call on to trio."""
 
+ki_file = ""
+"""The file of trio's ``enable_ki_protection``: before trio 0.28 (code-object marking) it wraps
+each protected function, so a patched method's caller is that wrapper, not trio or the user."""
+
 
 def _no_task() -> Any:
     return None
@@ -32,6 +36,13 @@ def _no_task() -> Any:
 
 current_task: Callable[[], Any] = _no_task
 """The running trio task or ``None`` (set by ``trio_scopes`` when it patches trio)."""
+
+
+def caller(frame: FrameType | None) -> FrameType | None:
+    """``frame``, or the first frame above it outside trio's KI-protection wrappers."""
+    while frame is not None and frame.f_code.co_filename == ki_file:
+        frame = frame.f_back
+    return frame
 
 
 def wrap(original: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
@@ -60,7 +71,7 @@ def _on_cancel_reason(scope: Any, cancel_reason: Any, frame: FrameType) -> None:
     if source == "deadline":
         tracker.cancel_requested(scope, semconv.ORIGIN_DEADLINE, None, "", "deadline exceeded")
     elif source == "explicit":
-        _explicit(scope, frame.f_back, text)  # frame is trio's cancel()
+        _explicit(scope, caller(frame.f_back), text)  # frame is trio's cancel()
     elif source == "KeyboardInterrupt":
         tracker.cancel_requested(scope, semconv.ORIGIN_EXTERNAL, None, "", "KeyboardInterrupt")
     else:  # "nursery": a child task raised; trio runs this outside any task
@@ -75,14 +86,15 @@ def _on_cancel_reason(scope: Any, cancel_reason: Any, frame: FrameType) -> None:
         )
 
 
-def _explicit(scope: Any, caller: FrameType | None, reason: str) -> None:
+def _explicit(scope: Any, requester: FrameType | None, reason: str) -> None:
     tracker = state.tracker
-    if tracker is None or caller is None:
+    if tracker is None or requester is None:
         return
-    if caller.f_code is anyio_cancel and caller.f_back is not None:
-        caller = caller.f_back  # anyio's CancelScope.cancel() passing the user's call on
-    origin = semconv.ORIGIN_PARENT if frames.is_internal(caller.f_code) else semconv.ORIGIN_EXPLICIT
-    tracker.cancel_requested(scope, origin, current_task(), state.user_location(caller), reason)
+    if requester.f_code is anyio_cancel and requester.f_back is not None:
+        requester = requester.f_back  # anyio's CancelScope.cancel() passing the user's call on
+    internal = frames.is_internal(requester.f_code)
+    origin = semconv.ORIGIN_PARENT if internal else semconv.ORIGIN_EXPLICIT
+    tracker.cancel_requested(scope, origin, current_task(), state.user_location(requester), reason)
 
 
 def wrap_legacy(original: Callable[..., None]) -> Callable[..., None]:
@@ -90,18 +102,23 @@ def wrap_legacy(original: Callable[..., None]) -> Callable[..., None]:
     part = state.PART
 
     def cancel(self: Any, *args: Any, **kwargs: Any) -> None:
-        tracker = state.tracker
-        if part.enabled and tracker is not None and not getattr(self, "_cancel_called", True):
+        if part.enabled and not getattr(self, "_cancel_called", True):
             try:
-                caller = sys._getframe(1)
-                if caller.f_code.co_name in _DEADLINE_CALLERS and frames.is_internal(caller.f_code):
-                    tracker.cancel_requested(
-                        self, semconv.ORIGIN_DEADLINE, None, "", "deadline exceeded"
-                    )
-                else:
-                    _explicit(self, caller, str(kwargs.get("reason", args[0] if args else "")))
+                _on_legacy_cancel(self, caller(sys._getframe(1)), args, kwargs)
             except Exception as error:
                 part.fail(error)
         original(self, *args, **kwargs)
 
     return cancel
+
+
+def _on_legacy_cancel(scope: Any, requester: FrameType | None, args: Any, kwargs: Any) -> None:
+    """A deadline if trio's deadline code asked, else whoever called ``cancel()``."""
+    tracker = state.tracker
+    if tracker is None or requester is None:
+        return
+    code = requester.f_code
+    if code.co_name in _DEADLINE_CALLERS and frames.is_internal(code):
+        tracker.cancel_requested(scope, semconv.ORIGIN_DEADLINE, None, "", "deadline exceeded")
+    else:
+        _explicit(scope, requester, str(kwargs.get("reason", args[0] if args else "")))

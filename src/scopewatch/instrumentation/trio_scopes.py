@@ -12,6 +12,7 @@ scope, reports task ends and, at the end of the run, scopes still entered (``sco
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import sys
 import weakref
@@ -114,6 +115,8 @@ def _patch(trio: ModuleType) -> None:
 
     _trio = trio
     cancels.current_task = _current_task
+    ki = sys.modules.get("trio._core._ki")
+    cancels.ki_file = getattr(ki, "__file__", None) or ""
     frames.add_internal_package(trio.__file__)
     runner = getattr(_run, "unrolled_run", None)
     if runner is not None:
@@ -131,7 +134,8 @@ def _patch(trio: ModuleType) -> None:
         function = getattr(function, "__wrapped__", function)
         if function is not None:
             _creators[id(function.__code__)] = (function.__code__, kind)
-    nursery_enter = _run.NurseryManager.__aenter__.__code__
+    # trio before 0.28 wraps KI-protected functions: the code that runs is the ``__wrapped__`` one
+    nursery_enter = inspect.unwrap(_run.NurseryManager.__aenter__).__code__
     _creators[id(nursery_enter)] = (nursery_enter, semconv.SPAN_TRIO_NURSERY)
     scope_class = trio.CancelScope
     protect = trio.lowlevel.enable_ki_protection
@@ -208,7 +212,9 @@ def _enter(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
         result = original(self)
         if part.enabled:
             try:
-                _on_enter(self, sys._getframe(1))
+                frame = cancels.caller(sys._getframe(1))
+                if frame is not None:
+                    _on_enter(self, frame)
             except Exception as error:
                 part.fail(error)
         return result
