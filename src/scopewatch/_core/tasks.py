@@ -9,57 +9,24 @@ clock read and one small object; names are formatted only when a task is reporte
 from __future__ import annotations
 
 import asyncio
-import fnmatch
-import os
 import sys
 import time
 import weakref
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from scopewatch import semconv
 from scopewatch._core import attribution, cancels, frames
+from scopewatch._core.task_codes import MISSING, CodeInfo, TaskCodes, Unwrap
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from types import CodeType, FrameType
+    from types import FrameType
 
     from scopewatch._core.records import CancelInfo, ScopeRecord, Violation
 
 PY311 = sys.version_info >= (3, 11)
 RECORD_ATTRIBUTE = "_scopewatch_record"
 """Slot of scopewatch's own ``Task`` subclass holding the task's record."""
-
-_WRAPPERS: dict[str, tuple[str, str, str]] = {
-    "_run_coro": ("anyio/_core/_tasks.py", "self", "_coro"),
-    "trace_coroutine": ("opentelemetry/instrumentation/asyncio/__init__.py", "coro", ""),
-    "wrapper": ("anyio/_backends/_asyncio.py", "func", ""),
-    "run_coro_with_task_status": ("anyio/_backends/_trio.py", "func", ""),
-    "task_wrapper": ("anyio/_backends/_asyncio.py", "func", ""),
-}
-"""``co_name`` -> (file suffix, local, attribute): library coroutines that wrap the user's one
-(anyio's ``TaskHandle._run_coro``, ``anyio.run``'s root ``wrapper``, the trio backend's
-``TaskGroup.start()`` wrapper and ``anyio.from_thread.run``'s ``task_wrapper``,
-opentelemetry-instrumentation-asyncio's ``trace_coroutine``): the task is named after the
-coroutine (or coroutine function) they wrap."""
-
-
-@dataclass(slots=True, frozen=True)
-class CodeInfo:
-    """What a task runs: its span name and the ``code.*`` facts of the coroutine function."""
-
-    span_name: str
-    qualname: str
-    file: str = ""
-    line: int = 0
-    internal: bool = False
-    """A library's coroutine (asyncio's own housekeeping, anyio's): a span only if anomalous."""
-
-
-@dataclass(slots=True, frozen=True)
-class _Unwrap:
-    local: str
-    attribute: str
 
 
 class TaskRecord:
@@ -183,7 +150,6 @@ class TaskTracker:
         self.sink = sink
         self.stack_depth = stack_depth
         self.max_tracked = max_tracked
-        self.exclude = exclude
         self.scope_lookup = scope_lookup
         self.cancel_lookup = cancel_lookup
         self.active = 0
@@ -194,7 +160,8 @@ class TaskTracker:
         """Tasks not tracked because ``max_tracked`` tracked tasks were running."""
         self.bound_reached: Callable[[str, int], None] | None = None
         """Called with ``("task", max_tracked)`` the first time a task is not tracked."""
-        self._codes: dict[Any, CodeInfo | _Unwrap | None] = {}
+        self._task_codes = TaskCodes(exclude)
+        self._codes = self._task_codes.cache
         self._foreign: weakref.WeakKeyDictionary[Any, TaskRecord] = weakref.WeakKeyDictionary()
         self._current_context = sink.current_context
 
@@ -210,12 +177,12 @@ class TaskTracker:
         try:
             code = coro.cr_code
         except AttributeError:
-            info = self._info(coro)
+            info = self._task_codes.info_of_awaitable(coro)
         else:
-            found = self._codes.get(code, _MISSING)
-            if found is _MISSING:
-                found = self._classify(code)
-            info = self._unwrap(coro, found) if type(found) is _Unwrap else found
+            found = self._codes.get(code, MISSING)
+            if found is MISSING:
+                found = self._task_codes.classify(code)
+            info = self._task_codes.unwrap(coro, found) if type(found) is Unwrap else found
         if info is None:
             return None
         parent = asyncio.current_task(loop)
@@ -232,14 +199,7 @@ class TaskTracker:
 
         :meth:`begin` does the same lookup inline (one call less per asyncio task).
         """
-        try:
-            code = coro.cr_code
-        except AttributeError:
-            return self._info(coro)
-        found = self._codes.get(code, _MISSING)
-        if found is _MISSING:
-            found = self._classify(code)
-        return self._unwrap(coro, found) if type(found) is _Unwrap else found
+        return self._task_codes.info_of(coro)
 
     def remember_foreign(self, task: Any, record: TaskRecord) -> None:
         """Keep the record of a task that is not scopewatch's ``Task`` subclass."""
@@ -254,65 +214,6 @@ class TaskTracker:
             except TypeError:
                 return None
         return record
-
-    def _classify(self, code: CodeType) -> CodeInfo | _Unwrap | None:
-        wrapper = _WRAPPERS.get(code.co_name)
-        if wrapper is not None and code.co_filename.replace(os.sep, "/").endswith(wrapper[0]):
-            found: CodeInfo | _Unwrap | None = _Unwrap(wrapper[1], wrapper[2])
-        else:
-            qualname = frames.qualname(code)
-            file = code.co_filename
-            if self._excluded(qualname, file):
-                found = None
-            else:
-                found = CodeInfo(
-                    semconv.SPAN_TASK_PREFIX + qualname,
-                    qualname,
-                    file,
-                    code.co_firstlineno,
-                    frames.is_internal(code),
-                )
-        self._codes[code] = found
-        return found
-
-    def _info(self, awaitable: Any) -> CodeInfo | None:
-        kind = type(awaitable)
-        found = self._codes.get(kind, _MISSING)
-        if found is _MISSING:
-            qualname = kind.__qualname__
-            if not asyncio.iscoroutine(awaitable) or self._excluded(qualname, ""):
-                found = None  # not a task's coroutine: asyncio raises its own TypeError
-            else:
-                found = CodeInfo(semconv.SPAN_TASK_PREFIX + qualname, qualname, internal=True)
-            self._codes[kind] = found
-        return found if isinstance(found, CodeInfo) else None
-
-    def _unwrap(self, coro: Any, how: _Unwrap) -> CodeInfo | None:
-        inner = None
-        frame = getattr(coro, "cr_frame", None)
-        if frame is not None:
-            inner = frames.local_of(frame, how.local)
-            if inner is not None and how.attribute:
-                inner = getattr(inner, how.attribute, None)
-        code = getattr(inner, "cr_code", None) or getattr(inner, "__code__", None)
-        if code is None:
-            code = coro.cr_code
-            qualname = frames.qualname(code)
-            return CodeInfo(
-                semconv.SPAN_TASK_PREFIX + qualname, qualname, code.co_filename, internal=True
-            )
-        info = self._codes.get(code, _MISSING)
-        if info is _MISSING:
-            info = self._classify(code)
-        if isinstance(info, _Unwrap):
-            return self._unwrap(inner, info)
-        return info if isinstance(info, CodeInfo) else None
-
-    def _excluded(self, qualname: str, file: str) -> bool:
-        return any(
-            fnmatch.fnmatchcase(qualname, glob) or (file and fnmatch.fnmatchcase(file, glob))
-            for glob in self.exclude
-        )
 
     # --- cancellation -----------------------------------------------------------------------
 
@@ -397,9 +298,6 @@ class TaskTracker:
                 self.active -= 1
                 self.sink.abandoned(record, task.get_name(), "event loop")
                 record.span = record.parent_context = None
-
-
-_MISSING: Any = object()
 
 
 def _raise(error: Exception) -> None:
