@@ -43,6 +43,8 @@ cannot deadlock the suite, and the test proves the app finished while the hang w
 CROSS_TASK_RULE = "cross: scopewatch.violation.kind == cross_task_exit cooldown 0 -> log"
 VIOLATIONS_PER_ROUND = 4 if sys.version_info >= (3, 11) else 2
 """Cross-task exits per round: the anyio generator's two scopes, and two asyncio.timeouts."""
+VIOLATIONS = ROUNDS * VIOLATIONS_PER_ROUND
+"""Violations of a whole workload run."""
 
 
 class InjectedFault(Exception):

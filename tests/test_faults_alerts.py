@@ -21,8 +21,7 @@ from _fault_parts import BrokenHandler, fake_debugpy, fresh_listener, root_handl
 from _faults import (
     HANG_SECONDS,
     LOGGER,
-    ROUNDS,
-    VIOLATIONS_PER_ROUND,
+    VIOLATIONS,
     Hang,
     baseline,
     errors,
@@ -43,7 +42,6 @@ if TYPE_CHECKING:
 # fixtures, used by name below
 __all__ = ("fresh_listener", "production", "root_handler", "setup_factory")
 
-VIOLATIONS = ROUNDS * VIOLATIONS_PER_ROUND
 DEBUGPY_RULE = "dbg: scopewatch.violation.kind == cross_task_exit cooldown 0 -> debugpy, log"
 pytestmark = pytest.mark.usefixtures("production")
 

@@ -25,8 +25,7 @@ from _fault_parts import (
 from _faults import (
     HANG_SECONDS,
     LOGGER,
-    ROUNDS,
-    VIOLATIONS_PER_ROUND,
+    VIOLATIONS,
     baseline,
     errors,
     production,
@@ -46,7 +45,6 @@ if TYPE_CHECKING:
 # fixtures, used by name below
 __all__ = ("fresh_listener", "production", "root_handler", "setup_factory")
 
-VIOLATIONS = ROUNDS * VIOLATIONS_PER_ROUND
 pytestmark = pytest.mark.usefixtures("production")
 
 

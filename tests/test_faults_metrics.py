@@ -22,7 +22,7 @@ from _faults import (
     HANG_SECONDS,
     LOGGER,
     ROUNDS,
-    VIOLATIONS_PER_ROUND,
+    VIOLATIONS,
     Hang,
     alert_firings,
     baseline,
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 
 __all__ = ("production", "setup_factory")  # fixtures used by name below
 
-VIOLATIONS = ROUNDS * VIOLATIONS_PER_ROUND
 pytestmark = pytest.mark.usefixtures("production")
 
 

@@ -18,8 +18,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from _fault_parts import FaultyProcessor, HangingExporter, RaisingExporter
 from _faults import (
     LOGGER,
-    ROUNDS,
-    VIOLATIONS_PER_ROUND,
+    VIOLATIONS,
     Hang,
     alert_firings,
     baseline,
@@ -37,7 +36,6 @@ if TYPE_CHECKING:
 
 __all__ = ("production", "setup_factory")  # fixtures used by name below
 
-VIOLATIONS = ROUNDS * VIOLATIONS_PER_ROUND
 pytestmark = pytest.mark.usefixtures("production")
 
 
