@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import wrapt
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
 _MISSING = object()
 _import_hooks: set[tuple[str, Callable[[types.ModuleType], None]]] = set()
@@ -27,6 +27,23 @@ def when_imported(name: str, on_import: Callable[[types.ModuleType], None]) -> N
     elif (name, on_import) not in _import_hooks:
         _import_hooks.add((name, on_import))
         wrapt.register_post_import_hook(on_import, name)
+
+
+def factory_kinds(
+    module: types.ModuleType, kinds: Iterable[tuple[str, str]]
+) -> dict[int, tuple[types.CodeType, str]]:
+    """``id(code)`` -> ``(code, kind)`` of the scope factories ``module`` has, by name.
+
+    A decorated factory (``contextmanager``, KI protection) is looked at through ``__wrapped__``:
+    the frame seen on the stack when it creates a scope is the undecorated function's.
+    """
+    found: dict[int, tuple[types.CodeType, str]] = {}
+    for name, kind in kinds:
+        function = getattr(module, name, None)
+        function = getattr(function, "__wrapped__", function)
+        if function is not None:
+            found[id(function.__code__)] = (function.__code__, kind)
+    return found
 
 
 class Patches:

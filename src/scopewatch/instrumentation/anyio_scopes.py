@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from scopewatch import semconv
 from scopewatch._core import frames
 from scopewatch.instrumentation import _scope_state as state
-from scopewatch.instrumentation._patching import when_imported
+from scopewatch.instrumentation._patching import factory_kinds, when_imported
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -93,17 +93,15 @@ def api_kinds() -> dict[int, tuple[CodeType, str]]:
     """``id(code)`` -> ``(code, kind)`` of anyio's public scope factories (any backend)."""
     from anyio._core import _tasks
 
-    kinds: dict[int, tuple[CodeType, str]] = {}
-    for name, kind in (
-        ("move_on_after", semconv.SPAN_ANYIO_MOVE_ON_AFTER),
-        ("move_on_at", semconv.SPAN_ANYIO_MOVE_ON_AT),
-        ("fail_after", semconv.SPAN_ANYIO_FAIL_AFTER),
-        ("fail_at", semconv.SPAN_ANYIO_FAIL_AT),
-    ):
-        function = getattr(_tasks, name, None)
-        function = getattr(function, "__wrapped__", function)
-        if function is not None:
-            kinds[id(function.__code__)] = (function.__code__, kind)
+    kinds = factory_kinds(
+        _tasks,
+        (
+            ("move_on_after", semconv.SPAN_ANYIO_MOVE_ON_AFTER),
+            ("move_on_at", semconv.SPAN_ANYIO_MOVE_ON_AT),
+            ("fail_after", semconv.SPAN_ANYIO_FAIL_AFTER),
+            ("fail_at", semconv.SPAN_ANYIO_FAIL_AT),
+        ),
+    )
     new_code = _tasks.CancelScope.__new__.__code__
     kinds[id(new_code)] = (new_code, semconv.SPAN_ANYIO_CANCEL_SCOPE)
     return kinds

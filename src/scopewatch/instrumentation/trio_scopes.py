@@ -22,7 +22,7 @@ from scopewatch import semconv
 from scopewatch._core import frames, task_adapters
 from scopewatch.instrumentation import _scope_state as state
 from scopewatch.instrumentation import _trio_cancels as cancels
-from scopewatch.instrumentation._patching import Patches, when_imported
+from scopewatch.instrumentation._patching import Patches, factory_kinds, when_imported
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -123,17 +123,17 @@ def _patch(trio: ModuleType) -> None:
         frames.add_boundary(runner.__code__)
     task_adapters.register(trio.lowlevel.Task, _TrioTasks())
     _creators.clear()
-    timeouts = trio._timeouts
-    for name, kind in (
-        ("move_on_after", semconv.SPAN_TRIO_MOVE_ON_AFTER),
-        ("move_on_at", semconv.SPAN_TRIO_MOVE_ON_AT),
-        ("fail_after", semconv.SPAN_TRIO_FAIL_AFTER),
-        ("fail_at", semconv.SPAN_TRIO_FAIL_AT),
-    ):
-        function = getattr(timeouts, name, None)
-        function = getattr(function, "__wrapped__", function)
-        if function is not None:
-            _creators[id(function.__code__)] = (function.__code__, kind)
+    _creators.update(
+        factory_kinds(
+            trio._timeouts,
+            (
+                ("move_on_after", semconv.SPAN_TRIO_MOVE_ON_AFTER),
+                ("move_on_at", semconv.SPAN_TRIO_MOVE_ON_AT),
+                ("fail_after", semconv.SPAN_TRIO_FAIL_AFTER),
+                ("fail_at", semconv.SPAN_TRIO_FAIL_AT),
+            ),
+        )
+    )
     # trio before 0.28 wraps KI-protected functions: the code that runs is the ``__wrapped__`` one
     nursery_enter = inspect.unwrap(_run.NurseryManager.__aenter__).__code__
     _creators[id(nursery_enter)] = (nursery_enter, semconv.SPAN_TRIO_NURSERY)
