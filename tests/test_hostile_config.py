@@ -30,6 +30,7 @@ from scopewatch import config, environment_variables
 from scopewatch._shown import shown
 from scopewatch.config import (
     CONFIG_FILE_VARIABLE,
+    DURATION_MODES,
     ENV_PREFIX,
     FEATURES,
     MAX_FILE_BYTES,
@@ -63,7 +64,13 @@ KINDS: dict[str, tuple[str, float, float]] = {
     "debugpy_wait": ("float", 0, 3600),
     "max_tracked": ("int", 1, math.inf),
     "log_limit": ("int", 0, math.inf),
+    "durations": ("choice", 0, 0),
 }
+CHOICES: dict[str, tuple[str, ...]] = {
+    "spans": ("all", "anomalies", "none"),
+    "durations": ("anomalies", "all"),
+}
+"""The accepted words of each ``choice`` setting, from DESIGN section 5."""
 
 
 def default(name: str) -> Any:
@@ -125,7 +132,7 @@ def acceptable(name: str, raw: Any) -> bool:
     if kind in ("int", "float"):
         return _number_ok(raw, kind, low, high)
     if kind == "choice":
-        return isinstance(raw, str) and raw.strip().lower() in SPAN_MODES
+        return isinstance(raw, str) and raw.strip().lower() in CHOICES[name]
     if kind == "features":
         parts = raw.split(",") if isinstance(raw, str) else raw if strings else None
         return parts is not None and all(p.strip() in FEATURES for p in parts if p.strip())
@@ -516,7 +523,7 @@ JSON_LIKE = st.recursive(
     | st.integers()
     | st.floats()
     | st.text(max_size=20)
-    | st.sampled_from([*SPAN_MODES, *FEATURES, "1", "true", "127.0.0.1", "::1"]),
+    | st.sampled_from([*SPAN_MODES, *DURATION_MODES, *FEATURES, "1", "true", "127.0.0.1", "::1"]),
     lambda children: (
         st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
     ),

@@ -24,6 +24,7 @@ ENV_PREFIX = "OTEL_PYTHON_SCOPEWATCH_"
 CONFIG_FILE_VARIABLE = ENV_PREFIX + "CONFIG_FILE"
 FEATURES = ("scopes", "tasks", "locks", "sessions")
 SPAN_MODES = ("all", "anomalies", "none")
+DURATION_MODES = ("anomalies", "all")
 MAX_FILE_BYTES = 4 << 20
 """A config file larger than this is not read (it is a mistake, or /dev/zero)."""
 MAX_HOST_LENGTH = 253
@@ -55,6 +56,7 @@ class Settings:
     debugpy_wait: float = 0.0
     max_tracked: int = 100_000
     log_limit: int = 10
+    durations: str = "anomalies"
     problems: tuple[str, ...] = field(default=(), compare=False)
     """One line per invalid value that was replaced by its default."""
 
@@ -224,6 +226,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "debugpy_wait": _parse_number(float, 0, 3600),
     "max_tracked": _parse_number(int, 1, None),
     "log_limit": _parse_number(int, 0, None),
+    "durations": _parse_choice(DURATION_MODES),
 }
 
 

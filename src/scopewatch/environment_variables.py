@@ -54,6 +54,10 @@ OTEL_PYTHON_SCOPEWATCH_MAX_TRACKED: Final = "OTEL_PYTHON_SCOPEWATCH_MAX_TRACKED"
 """Bound on concurrently tracked scopes and tasks (default ``100000``); beyond it new ones are
 counted in ``scopewatch.untracked`` but not tracked, and one warning says so."""
 
+OTEL_PYTHON_SCOPEWATCH_DURATIONS: Final = "OTEL_PYTHON_SCOPEWATCH_DURATIONS"
+"""Which ended scopes and tasks are measured in the duration histograms: ``anomalies`` (default:
+the anomalous ones only, no SDK call for a scope or task that ends normally) or ``all``."""
+
 OTEL_PYTHON_SCOPEWATCH_LOG_LIMIT: Final = "OTEL_PYTHON_SCOPEWATCH_LOG_LIMIT"
 """Log lines an alert rule's ``log`` action may write per 60 s (default ``10``; ``0``: no limit)."""
 

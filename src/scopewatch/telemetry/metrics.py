@@ -80,10 +80,18 @@ def _seconds_histogram(meter: Meter, name: str, description: str) -> Histogram:
 
 
 class Instruments:
-    """Every scopewatch instrument, created once per ``instrument()``."""
+    """Every scopewatch instrument, created once per ``instrument()``.
+
+    ``scope_counts`` and ``task_counts`` are plain dicts the hot paths increment (no SDK call);
+    the observable ``scopewatch.scopes`` / ``scopewatch.tasks`` counters read them at collection.
+    """
 
     def __init__(self, meter: Meter) -> None:
         self.meter = meter
+        self.scope_counts: dict[tuple[str, str], int] = {}
+        """``(scope kind, outcome)`` -> user scopes ended so far."""
+        self.task_counts: dict[str, int] = {}
+        """Task outcome -> tasks ended so far."""
         self._flushers: list[Callable[[], None]] = []
         self._active_tasks: Callable[[], int] = lambda: 0
         self._untracked: dict[str, Callable[[], int]] = {}
@@ -133,6 +141,18 @@ class Instruments:
             description="asyncio tasks currently running (0 while the tasks feature is off)",
         )
         meter.create_observable_counter(
+            semconv.METRIC_SCOPES,
+            callbacks=[self._collect_scopes],
+            unit=semconv.UNIT_SCOPE,
+            description="User cancel scopes that ended, by kind and outcome",
+        )
+        meter.create_observable_counter(
+            semconv.METRIC_TASKS,
+            callbacks=[self._collect_tasks],
+            unit=semconv.UNIT_TASK,
+            description="Tasks that ended, by outcome",
+        )
+        meter.create_observable_counter(
             semconv.METRIC_UNTRACKED,
             callbacks=[self._collect_untracked],
             unit=semconv.UNIT_UNTRACKED,
@@ -160,6 +180,20 @@ class Instruments:
         del options
         self.flush()
         return [Observation(self._active_tasks())]
+
+    def _collect_scopes(self, options: CallbackOptions) -> Iterable[Observation]:
+        del options
+        return [
+            Observation(count, {semconv.SCOPE_KIND: kind, semconv.SCOPE_OUTCOME: outcome})
+            for (kind, outcome), count in list(self.scope_counts.items())
+        ]
+
+    def _collect_tasks(self, options: CallbackOptions) -> Iterable[Observation]:
+        del options
+        return [
+            Observation(count, {semconv.TASK_OUTCOME: outcome})
+            for outcome, count in list(self.task_counts.items())
+        ]
 
     def _collect_untracked(self, options: CallbackOptions) -> Iterable[Observation]:
         del options
