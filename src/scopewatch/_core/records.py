@@ -22,6 +22,9 @@ class CancelInfo:
     reason: str = ""
     span_context: Any = None
     """The requesting task's recording span context, for a span link (opaque here)."""
+    failure: bool = False
+    """The cancellation is part of a failure: a child's or sibling's error made a group cancel
+    (an anomaly in the ``anomalies`` span mode; a normal shutdown is not)."""
 
 
 @dataclass(slots=True)
