@@ -1,6 +1,8 @@
-"""Run the suite on every other CPython 3.10-3.13 found, on anyios before 4.14, the oldest trio.
+"""Run the suite on every other CPython found, on anyios before 4.14, the oldest trio.
 
-Interpreters are discovered at run time (``pythonX.Y`` on PATH, then pyenv's versions folder);
+Wanted: 3.10-3.15 and the free-threaded 3.13t/3.14t/3.15t builds. Interpreters are discovered at
+run time (``pythonX.Y`` / ``pythonX.Yt`` on PATH, then pyenv's versions folder); a version not found
+is listed as such, so the summary says which versions really ran.
 each gets its own virtual environment under ``.compat/`` (reused when present). The whole suite
 also runs on the newest anyio before 4.14 that the installed ``mcp`` accepts (pip's resolver picks
 it, with ``mcp`` pinned to the installed version), and the scope suites on anyio 4.0.0, the oldest
@@ -19,7 +21,11 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-WANTED = ("3.10", "3.11", "3.12", "3.13")
+WANTED = ("3.10", "3.11", "3.12", "3.13", "3.14", "3.15", "3.13t", "3.14t", "3.15t")
+VERSION_OF = (  # "3.13" or, on a free-threaded (no-GIL) build, "3.13t"
+    "import sys, sysconfig; print('%d.%d' % sys.version_info[:2]"
+    " + ('t' if sysconfig.get_config_var('Py_GIL_DISABLED') else ''))"
+)
 OLD_ANYIO = "anyio==4.0.0"  # the oldest supported; CancelScope became slotted in 4.14
 NO_DEPS = "--no-deps "
 BEFORE_SLOTS = "anyio<4.14"  # the newest of these that mcp accepts runs the whole suite
@@ -40,7 +46,7 @@ OLD_TRIO_TESTS = [  # native trio: anyio's trio backend needs trio 0.32 (those t
 
 
 def find_interpreters() -> dict[str, Path]:
-    """One interpreter per wanted minor version, other than the one running this script."""
+    """One interpreter per wanted version (``3.13`` and ``3.13t`` are different ones)."""
     found: dict[str, Path] = {}
     pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
     for version in WANTED:
@@ -49,7 +55,7 @@ def find_interpreters() -> dict[str, Path]:
             candidates += sorted(
                 str(path / "bin" / "python")
                 for path in pyenv_root.iterdir()
-                if path.name.startswith(version + ".")
+                if _pyenv_matches(path.name, version)
             )
         for candidate in filter(None, candidates):
             path = Path(candidate)
@@ -59,9 +65,15 @@ def find_interpreters() -> dict[str, Path]:
     return found
 
 
+def _pyenv_matches(folder: str, version: str) -> bool:
+    """``3.13.1`` is a 3.13, ``3.13.1t`` (pyenv's free-threaded name) a 3.13t."""
+    minor = version.rstrip("t")
+    return folder.startswith(minor + ".") and folder.endswith("t") == version.endswith("t")
+
+
 def _version_of(python: Path) -> str:
     result = subprocess.run(
-        [str(python), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        [str(python), "-c", VERSION_OF],
         capture_output=True,
         text=True,
         check=False,
@@ -123,8 +135,10 @@ def run_peers() -> bool:
 
 def main() -> int:
     """Run every compatibility target; report a summary line with each target's minutes."""
-    current = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    current = _version_of(Path(sys.executable))
     interpreters = find_interpreters()
+    missing = [version for version in WANTED if version not in interpreters]
+    print("compat: not found here: " + (", ".join(missing) or "none"), flush=True)
     targets: list[tuple[str, Path, list[str], list[str]]] = [
         (f"py{version}", path, [], [])
         for version, path in interpreters.items()

@@ -219,3 +219,26 @@ def test_table_aligns_columns():
         x          22"""
         ).splitlines()
     )
+
+
+compat = _load("compat")
+
+
+def test_compat_tells_free_threaded_builds_apart():
+    """pyenv names a free-threaded build ``3.13.1t``: it is the 3.13t target, never the 3.13 one."""
+    assert compat._pyenv_matches("3.13.1t", "3.13t")
+    assert compat._pyenv_matches("3.14.0", "3.14")
+    assert not compat._pyenv_matches("3.13.1", "3.13t")
+    assert not compat._pyenv_matches("3.13.1t", "3.13")
+    assert not compat._pyenv_matches("3.1.4", "3.14")
+
+
+def test_compat_reads_the_running_interpreters_version():
+    """What ``make compat`` prints as this interpreter's target, run for real."""
+    import sysconfig
+
+    expected = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        expected += "t"
+    assert compat._version_of(Path(sys.executable)) == expected
+    assert set(compat.find_interpreters()) <= set(compat.WANTED)
