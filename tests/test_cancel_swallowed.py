@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 
 import anyio
@@ -10,6 +11,7 @@ import pytest
 from opentelemetry.trace import StatusCode
 
 from scopewatch import _runtime, semconv
+from scopewatch._core.explain import HINTS
 from scopewatch.telemetry.scopes import violation_listeners
 
 if sys.version_info < (3, 11):
@@ -154,7 +156,37 @@ def test_timeout_zero_with_a_pending_cancel_loses_it_and_is_reported(instrument)
     stack = event[semconv.EXIT_STACKTRACE]
     assert f"line {line('# <- pending')}, in " in stack
     assert stack.splitlines()[-1].endswith("stop_everything")  # innermost last
-    assert "turned both into one TimeoutError" in event[semconv.EXCEPTION_MESSAGE]
+    message = event[semconv.EXCEPTION_MESSAGE]
+    assert "turned both into one TimeoutError" in message
+    assert "asyncio's own bug CPython gh-134471" in message  # not blamed on the handler
+    assert "before this task entered an asyncio.timeout" in message
+
+
+def test_timeout_zero_handled_as_the_hint_says_swallows_nothing(instrument):
+    """The ``timeout_converted`` hint, followed: re-raise when a cancellation is still in force."""
+    telemetry = instrument()
+    hint = HINTS[semconv.CAUSE_TIMEOUT_CONVERTED]
+    assert "current_task().cancelling()" in hint and "raise asyncio.CancelledError" in hint
+
+    async def victim() -> str:
+        asyncio.current_task().cancel()
+        try:
+            async with asyncio.timeout(0):
+                await asyncio.sleep(1)
+        except TimeoutError:
+            if asyncio.current_task().cancelling():
+                raise asyncio.CancelledError from None
+            return "timed out"
+        return "not reached"
+
+    async def main() -> bool:
+        task = asyncio.create_task(victim(), name="victim")
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return task.cancelled()
+
+    assert asyncio.run(main()) is True
+    assert telemetry.violation_spans() == []
 
 
 def test_correct_programs_swallow_nothing(instrument):

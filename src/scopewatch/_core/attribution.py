@@ -151,6 +151,12 @@ def _anyio(lookups: Lookups, call: cancels.CancelCall, reason: str, location: st
     return CancelInfo(derived, source.task, source.location, why, source.span_context)
 
 
+STDLIB_TIMEOUT_BUG = "CPython gh-134471"
+"""Why ``timeout_converted`` happens: ``Timeout.__aexit__`` treats every cancellation counted at
+its entry (``self._cancelling``) as settled, so one requested before entry and delivered while the
+timeout is expiring becomes its ``TimeoutError`` (Lib/asyncio/timeouts.py, 3.11 to 3.15)."""
+
+
 def swallowed(record: TaskRecord, task: Any) -> Violation:
     """The ``cancel_swallowed`` violation of a task that ended normally while cancelled."""
     info = record.cancel
@@ -164,10 +170,13 @@ def swallowed(record: TaskRecord, task: Any) -> Violation:
     if record.converted:
         cause = semconv.CAUSE_TIMEOUT_CONVERTED
         detail = (
-            f"Task.cancel() was called by {asked} and was still pending when an "
-            "asyncio.timeout expired; asyncio turned both into one TimeoutError, the task "
-            f"handled it as a timeout and the cancellation was lost (cancelling()="
-            f"{task.cancelling()}). It was delivered at {delivered}."
+            f"Task.cancel() was called by {asked} before this task entered an asyncio.timeout "
+            "and was still pending when that timeout expired; asyncio turned both into one "
+            "TimeoutError, the task handled it as a timeout and the cancellation was lost "
+            f"(cancelling()={task.cancelling()}). It was delivered at {delivered}. This is "
+            f"asyncio's own bug {STDLIB_TIMEOUT_BUG} (a timeout counts a cancellation requested "
+            "before it was entered as its own, typically with timeout(0) or an expired "
+            "deadline), not a mistake in the code that handled the TimeoutError."
         )
     else:
         cause = semconv.CAUSE_CANCEL_CAUGHT

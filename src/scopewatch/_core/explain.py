@@ -47,8 +47,9 @@ CAUSE_TEXT: dict[str, str] = {
         "`suppress`) and returned normally"
     ),
     semconv.CAUSE_TIMEOUT_CONVERTED: (
-        "the cancellation was still pending when an asyncio.timeout expired; asyncio cannot "
-        "tell the two requests apart and raised one TimeoutError"
+        "the cancellation was requested before the task entered an asyncio.timeout and was "
+        "still pending when that timeout expired; asyncio counted it as the timeout's own and "
+        "raised one TimeoutError (CPython gh-134471)"
     ),
     semconv.CAUSE_UNKNOWN: "the cause could not be determined",
 }
@@ -87,9 +88,8 @@ HINTS: dict[str, str] = {
         "beyond the task that opened it use `scopewatch.remedies.hold_in_task(client)`"
     ),
     semconv.CAUSE_TIMEOUT_CONVERTED: (
-        "after `except TimeoutError`, re-raise CancelledError if "
-        "`asyncio.current_task().cancelling()` is non-zero; do not cancel a task from its own "
-        "code path right before a timeout"
+        "until CPython fixes gh-134471: in `except TimeoutError`, `raise asyncio.CancelledError` "
+        "when `asyncio.current_task().cancelling()` is non-zero"
     ),
     semconv.KIND_CANCEL_SWALLOWED: (
         "re-raise CancelledError after cleanup, or call task.uncancel() if you really mean to "
