@@ -451,10 +451,37 @@ def test_bad_command_line_value(pytester: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(
         [
             "*argument --scopewatch: 'strict' is not accepted; use --scopewatch=fail, "
-            "--scopewatch=warn or --scopewatch=off (a bare --scopewatch must come after the "
-            "test paths)"
+            "--scopewatch=warn or --scopewatch=off (a value that is not one of these must be "
+            "an existing test path)"
         ]
     )
+
+
+def test_a_path_right_after_the_bare_flag_is_a_path(pytester: pytest.Pytester) -> None:
+    source = """
+        def test_breaks():
+            asyncio.run(break_in_a_task())
+    """
+    pytester.makeini(INI)
+    pytester.makepyfile(**{"inner/test_app": GENERATOR + textwrap.dedent(source)})
+    pytester.makepyfile(**{"other/test_other": "def test_other():\n    pass\n"})
+    for args in (
+        ("--scopewatch", "inner/"),
+        ("--scopewatch", "inner"),
+        ("--scopewatch", "inner/test_app.py"),
+        ("--scopewatch", "inner/test_app.py::test_breaks"),
+        ("other", "--scopewatch", "inner"),
+    ):
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=120)
+        # The path is collected (and only the paths given), the mode is the bare flag's: fail.
+        outcomes = {"failed": 1, "passed": 1} if args[0] == "other" else {"failed": 1}
+        result.assert_outcomes(**outcomes)
+        result.stdout.fnmatch_lines(["*scopewatch: cross_task_exit (asyncgen_finalizer)*"])
+    # A mode word is still a mode, also before a path.
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--scopewatch", "warn", "inner", timeout=120
+    )
+    result.assert_outcomes(passed=1, warnings=1)
 
 
 def test_violation_outside_tests_fails_the_session(pytester: pytest.Pytester) -> None:

@@ -1,8 +1,10 @@
 """pytest plugin: fail tests that commit cancel-scope violations (inactive until asked).
 
 Turn it on with ``pytest --scopewatch`` (``--scopewatch=warn`` only warns) or the ini option
-``scopewatch = true`` / ``fail`` / ``warn``. While it is off, this module only registers the
-option and the ``scopewatch_allow`` marker: nothing is imported, patched or instrumented.
+``scopewatch = true`` / ``fail`` / ``warn``. A path right after a bare ``--scopewatch``
+(``pytest --scopewatch tests/``) is a test path, never a mode. While it is off, this module
+only registers the option and the ``scopewatch_allow`` marker: nothing is imported, patched or
+instrumented.
 
 When on, the session is instrumented with private SDK providers (the global providers are not
 touched) and every violation is attributed to the test during which it happened; a test with a
@@ -12,9 +14,13 @@ generator, the fix). ``@pytest.mark.scopewatch_allow("cross_task_exit")`` allows
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import argparse
+import os
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import pytest
 
 MODES = ("fail", "warn", "off")
@@ -48,11 +54,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         nargs="?",
         const="fail",
         default=None,
-        type=_parse_mode,
+        action=_ModeOrPath,
         metavar="fail|warn|off",
         help="instrument the session and fail (or only warn about) tests that commit "
-        "cancel-scope violations; write --scopewatch=warn, or put a bare --scopewatch after "
-        "the test paths",
+        "cancel-scope violations (--scopewatch=warn only warns); a path right after a bare "
+        "--scopewatch is a test path",
     )
     parser.addini(
         "scopewatch",
@@ -86,15 +92,48 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         watch.stop()
 
 
-def _parse_mode(value: str) -> str:
-    mode = value.strip().lower()
-    if mode in MODES:
-        return mode
-    import argparse
+class _ModeOrPath(argparse.Action):
+    """``--scopewatch [MODE]``: a value that is not a mode but a path goes back to the paths."""
 
-    raise argparse.ArgumentTypeError(
-        f"{value!r} is not accepted; use --scopewatch=fail, --scopewatch=warn or "
-        "--scopewatch=off (a bare --scopewatch must come after the test paths)"
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        if not isinstance(values, str):
+            setattr(namespace, self.dest, self.const)
+            return
+        mode = values.strip().lower()
+        if mode in MODES:
+            setattr(namespace, self.dest, mode)
+            return
+        if not _looks_like_path(values):
+            raise argparse.ArgumentError(
+                self,
+                f"{values!r} is not accepted; use --scopewatch=fail, --scopewatch=warn or "
+                "--scopewatch=off (a value that is not one of these must be an existing test "
+                "path)",
+            )
+        setattr(namespace, self.dest, self.const)
+        # argparse's own channel for arguments an action hands back (its subparsers use it):
+        # they end up with the unrecognised arguments, which pytest adds to the test paths.
+        vars(namespace).setdefault(_UNRECOGNIZED, []).append(values)
+
+
+_UNRECOGNIZED = getattr(argparse, "_UNRECOGNIZED_ARGS_ATTR", "_unrecognized_args")
+
+
+def _looks_like_path(value: str) -> bool:
+    if os.path.exists(value.partition("::")[0]):
+        return True
+    return (
+        "/" in value
+        or os.sep in value
+        or "::" in value
+        or value.endswith(".py")
+        or value.startswith(".")
     )
 
 
