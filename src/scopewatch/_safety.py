@@ -15,6 +15,7 @@ import contextlib
 import functools
 import logging
 import os
+import threading
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 if TYPE_CHECKING:
@@ -26,6 +27,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 STRICT = os.environ.get("SCOPEWATCH_STRICT", "") == "1"
+_ONCE = threading.Lock()
+"""Makes "the first time" exact on free-threaded builds too; taken only off the normal path."""
 
 
 class Part:
@@ -39,9 +42,10 @@ class Part:
 
     def fail(self, error: Exception) -> None:
         """Disable this part and log the error once."""
-        if not self.enabled:
+        with _ONCE:
+            first, self.enabled = self.enabled, False
+        if not first:
             return
-        self.enabled = False
         _log(
             logging.ERROR,
             "scopewatch: %s failed and is disabled for the rest of this process; the "
@@ -79,12 +83,21 @@ def guarded(part: Part, default: R) -> Callable[[Callable[P, R]], Callable[P, R]
 _warned: set[str] = set()
 
 
+def _first_time(key: str) -> bool:
+    """``True`` once per ``key``, also when threads race without a GIL."""
+    if key in _warned:
+        return False
+    with _ONCE:
+        if key in _warned:
+            return False
+        _warned.add(key)
+        return True
+
+
 def warn_once(key: str, message: str, *args: object) -> None:
     """Log a warning the first time ``key`` is seen."""
-    if key in _warned:
-        return
-    _warned.add(key)
-    _log(logging.WARNING, message, *args)
+    if _first_time(key):
+        _log(logging.WARNING, message, *args)
 
 
 def outside_failed(key: str, what: str, error: Exception) -> None:
@@ -96,8 +109,7 @@ def outside_failed(key: str, what: str, error: Exception) -> None:
     Raises:
         Exception: ``error`` again under ``SCOPEWATCH_STRICT=1`` (it may be our own bug).
     """
-    if key not in _warned:
-        _warned.add(key)
+    if _first_time(key):
         _log(
             logging.ERROR,
             "scopewatch: %s raised %s; scopewatch carries on without it and the application "
