@@ -302,9 +302,13 @@ def test_violation_panel_links_to_jaeger_search_by_kind() -> None:
 
 def test_grafana_rules_match_prometheus_rules() -> None:
     prometheus = {
-        rule["alert"]: rule for group in load(PROMETHEUS_RULES)["groups"] for rule in group["rules"]
+        rule["alert"]: rule
+        for group in load(PROMETHEUS_RULES)["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
     }
     grafana = [rule for group in load(GRAFANA_ALERTS)["groups"] for rule in group["rules"]]
+    assert len(prometheus) >= 4
     assert {rule["title"] for rule in grafana} == set(prometheus)
     panel_ids = {str(panel["id"]) for panel in dashboard()["panels"]}
     for rule in grafana:
@@ -338,7 +342,9 @@ def test_grafana_rules_match_prometheus_rules() -> None:
 # DESIGN.md section 3: instrument kind of every metric.
 CONTRACT_KINDS = {
     semconv.METRIC_VIOLATIONS: "counter",
+    semconv.METRIC_SCOPES: "counter",
     semconv.METRIC_SCOPE_DURATION: "histogram",
+    semconv.METRIC_TASKS: "counter",
     semconv.METRIC_TASK_DURATION: "histogram",
     semconv.METRIC_TASK_ACTIVE: "updowncounter",
     semconv.METRIC_LOCK_WAIT_DURATION: "histogram",
@@ -355,6 +361,8 @@ def sdk_kinds() -> dict[str, str]:
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
     instruments = Instruments(provider.get_meter("contract"))
+    instruments.scope_counts[("anyio.move_on_after", "ok")] = 1
+    instruments.task_counts["ok"] = 1
     for instrument in vars(instruments).values():
         if hasattr(instrument, "add"):
             instrument.add(1, {})
@@ -375,7 +383,8 @@ def sdk_kinds() -> dict[str, str]:
 
 def test_contract_kinds_match_the_instruments() -> None:
     kinds = sdk_kinds()
-    assert len(kinds) >= 8
+    assert len(kinds) >= 10
+    assert kinds[semconv.METRIC_SCOPES] == kinds[semconv.METRIC_TASKS] == "counter"
     for name, kind in kinds.items():
         assert CONTRACT_KINDS[name] == kind, name
 
@@ -423,6 +432,7 @@ def test_queries_use_only_contract_names() -> None:
     assert "scopewatch_violations_total" in metrics
     assert "scopewatch_lock_wait_duration_seconds_bucket" in metrics
     assert "scopewatch_task_active" in metrics
+    assert {"scopewatch_scopes_total", "scopewatch_tasks_total"} <= metrics
     for expr in all_queries():
         for token in re.findall(r"\bscopewatch_\w+", expr):
             assert token in metrics | labels, f"{token!r} in {expr!r} is not a contract name"
