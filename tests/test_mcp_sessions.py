@@ -140,14 +140,23 @@ def test_misuse_core_violations_reach_the_session_span(instrument: Any) -> None:
     error = _open_in_one_task_close_in_another()
     assert isinstance(error, RuntimeError)
     (span,) = telemetry.spans(MCP_CLIENT)
-    events = [dict(e.attributes) for e in span.events if e.name == semconv.EVENT_VIOLATION]
-    # our own session-level event plus the task-group scopes anyio refused to exit
-    scope_events = [e for e in events if semconv.SPAN_ANYIO_TASK_GROUP in e["exception.message"]]
-    assert scope_events, events
-    assert all(e[semconv.ENTER_TASK] == "connector" for e in scope_events)
-    assert all(e[semconv.EXIT_TASK] == "closer" for e in scope_events)
-    scope_spans = telemetry.violation_spans(semconv.KIND_CROSS_TASK_EXIT)
-    assert any(s.name == semconv.SPAN_ANYIO_TASK_GROUP for s in scope_spans)
+    own = [e for e in span.events if e.name == semconv.EVENT_VIOLATION]
+    assert len(own) == 1  # the session's own violation; the scopes' are referenced, not copied
+    references = [
+        dict(e.attributes) for e in span.events if e.name == semconv.EVENT_VIOLATION_REFERENCE
+    ]
+    scope_spans = [
+        s
+        for s in telemetry.violation_spans(semconv.KIND_CROSS_TASK_EXIT)
+        if s.name == semconv.SPAN_ANYIO_TASK_GROUP
+    ]
+    assert scope_spans
+    assert {r[semconv.VIOLATION_SPAN_ID] for r in references} == {
+        f"{s.context.span_id:016x}" for s in scope_spans
+    }
+    assert all(r[semconv.ENTER_TASK] == "connector" for r in references)
+    assert all(r[semconv.EXIT_TASK] == "closer" for r in references)
+    assert all(r[semconv.SCOPE_KIND] == semconv.SPAN_ANYIO_TASK_GROUP for r in references)
 
 
 def test_restored_on_uninstrument(instrument: Any) -> None:

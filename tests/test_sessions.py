@@ -190,7 +190,8 @@ def test_violation_listener_marks_the_sessions_of_the_violating_tasks(instrument
     asyncio.run(main())
     (span_a,) = telemetry.spans("session a")
     (span_b,) = telemetry.spans("session b")
-    assert [e.name for e in span_a.events] == [semconv.EVENT_VIOLATION]
+    assert [e.name for e in span_a.events] == [semconv.EVENT_VIOLATION_REFERENCE]
+    assert semconv.VIOLATION_KIND not in (span_a.attributes or {})  # not a second violation
     assert span_a.status.status_code is StatusCode.ERROR
     assert span_b.events == ()
     assert span_b.status.status_code is StatusCode.UNSET
@@ -214,4 +215,6 @@ def test_violation_without_task_names_marks_every_open_session(instrument: Any) 
     asyncio.run(main())
     for kind in ("x", "y"):
         (span,) = telemetry.spans(f"session {kind}")
-        assert span.attributes[semconv.VIOLATION_KIND] == semconv.KIND_CROSS_TASK_EXIT
+        (reference,) = span.events
+        assert reference.name == semconv.EVENT_VIOLATION_REFERENCE
+        assert reference.attributes[semconv.VIOLATION_KIND] == semconv.KIND_CROSS_TASK_EXIT

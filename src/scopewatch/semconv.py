@@ -105,6 +105,10 @@ EVENT_VIOLATION: Final = "scopewatch.violation"
 EVENT_LOCK_HELD_AT_END: Final = "scopewatch.lock.held_at_end"
 EVENT_VIOLATION_REFERENCE: Final = "scopewatch.violation.reference"
 """On an open session span: a violation recorded on another span of the session (not counted)."""
+VIOLATION_TRACE_ID: Final = "scopewatch.violation.trace_id"
+"""On ``EVENT_VIOLATION_REFERENCE``: hex trace id of the span that carries the violation."""
+VIOLATION_SPAN_ID: Final = "scopewatch.violation.span_id"
+"""On ``EVENT_VIOLATION_REFERENCE``: hex span id of the span that carries the violation."""
 
 # --- task attributes --------------------------------------------------------------------------
 TASK_NAME: Final = "scopewatch.task.name"

@@ -15,7 +15,7 @@ from scopewatch import semconv
 from scopewatch._core.explain import CAUSE_TEXT, HINTS, KIND_TEXT
 
 if TYPE_CHECKING:
-    from scopewatch.report.model import Point, Span
+    from scopewatch.report.model import Event, Point, Span
 
 SCHEMA = "scopewatch.report/1"
 SLOWEST = 10
@@ -140,16 +140,56 @@ def _violation(span: Span, facts: dict[str, Any], time_ns: int) -> dict[str, Any
 
 
 def violations(spans: list[Span]) -> list[dict[str, Any]]:
-    """One entry per ``scopewatch.violation`` event, in time order."""
+    """One entry per violation, in time order: each ``scopewatch.violation`` event once.
+
+    A ``scopewatch.violation.reference`` event (a session span pointing at the span that
+    carries a violation) is not a violation. Files of 0.2 copied the whole event onto the
+    session span instead: such a copy, identical to an event of another span, is dropped.
+    """
     found = []
+    originals = {
+        _event_key(event)
+        for span in spans
+        if not is_session(span)
+        for event in span.events
+        if event.name == semconv.EVENT_VIOLATION
+    }
     for span in spans:
         events = [event for event in span.events if event.name == semconv.EVENT_VIOLATION]
         for event in events:
+            if is_session(span) and _event_key(event) in originals:
+                continue  # a 0.2 copy
             found.append(_violation(span, event.attributes, event.time_ns))
         if not events and span.attributes.get(semconv.VIOLATION_KIND):
             found.append(_violation(span, {}, span.end_ns))
     found.sort(key=lambda item: item["time_unix_nano"])
     return found
+
+
+def _event_key(event: Event) -> tuple[str, ...]:
+    attributes = event.attributes
+    return tuple(
+        str(attributes.get(key) or "")
+        for key in (
+            semconv.VIOLATION_KIND,
+            semconv.VIOLATION_CAUSE,
+            semconv.ENTER_TASK,
+            semconv.EXIT_TASK,
+            semconv.CODE_STACKTRACE,
+            semconv.EXIT_STACKTRACE,
+            semconv.EXCEPTION_MESSAGE,
+        )
+    )
+
+
+def referenced_span_ids(span: Span) -> set[str]:
+    """Span ids named by the span's ``scopewatch.violation.reference`` events."""
+    return {
+        str(event.attributes.get(semconv.VIOLATION_SPAN_ID))
+        for event in span.events
+        if event.name == semconv.EVENT_VIOLATION_REFERENCE
+        and event.attributes.get(semconv.VIOLATION_SPAN_ID)
+    }
 
 
 def cancellations(spans: list[Span]) -> dict[str, Any]:

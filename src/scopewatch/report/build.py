@@ -41,7 +41,7 @@ def build_report(telemetry: Telemetry) -> dict[str, Any]:
         "scope_durations": usage.scope_durations(telemetry),
         "tasks": usage.tasks(telemetry),
         "locks": usage.locks(telemetry),
-        "sessions": usage.sessions(telemetry),
+        "sessions": usage.sessions(telemetry, violations),
         "alerts": usage.alerts(telemetry),
         "violation_counts": usage.violation_counts(telemetry),
     }

@@ -6,7 +6,14 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from scopewatch import semconv
-from scopewatch.report.analyze import histogram_rows, is_session, is_task, span_ref, sum_rows
+from scopewatch.report.analyze import (
+    histogram_rows,
+    is_session,
+    is_task,
+    referenced_span_ids,
+    span_ref,
+    sum_rows,
+)
 
 if TYPE_CHECKING:
     from scopewatch.report.model import Span, Telemetry
@@ -117,9 +124,14 @@ def _descendants(spans: list[Span], root: Span) -> list[Span]:
     return found
 
 
-def sessions(telemetry: Telemetry) -> dict[str, Any]:
-    """Session spans with their outcome and the violations inside them, plus session metrics."""
+def sessions(telemetry: Telemetry, violations: list[dict[str, Any]]) -> dict[str, Any]:
+    """Session spans with their outcome and the violations that concern them, plus metrics.
+
+    ``violations`` is the report's list (each violation once); a session counts its own, those
+    of the spans inside it and those its reference events name.
+    """
     spans = telemetry.spans
+    per_span = Counter(item["span"]["span_id"] for item in violations)
     items = []
     for span in spans:
         if not is_session(span):
@@ -128,11 +140,11 @@ def sessions(telemetry: Telemetry) -> dict[str, Any]:
             span.attributes.get(semconv.SESSION_KIND)
             or span.name.removeprefix(semconv.SPAN_SESSION_PREFIX)
         )
-        inside = [
-            child
-            for child in _descendants(spans, span)
-            if child.attributes.get(semconv.VIOLATION_KIND)
-        ]
+        # its own, those of spans inside it and those it references, each violation once
+        concerned = {child.span_id for child in _descendants(spans, span)}
+        concerned |= referenced_span_ids(span)
+        concerned.add(span.span_id)
+        inside = sum(per_span[span_id] for span_id in concerned)
         items.append(
             {
                 **span_ref(span),
@@ -140,7 +152,7 @@ def sessions(telemetry: Telemetry) -> dict[str, Any]:
                 "session_name": str(span.attributes.get(semconv.SESSION_NAME) or ""),
                 "session_id": str(span.attributes.get(semconv.SESSION_ID) or ""),
                 "outcome": str(span.attributes.get(semconv.SESSION_OUTCOME) or ""),
-                "violations": len(inside),
+                "violations": inside,
             }
         )
     items.sort(key=lambda item: item["start_unix_nano"])

@@ -1,8 +1,11 @@
 """Session records -> ``session <kind>`` spans, ``scopewatch.session.*`` metrics, violation events.
 
-A session span is always created, whatever the span mode. Every violation the scope core reports
-while sessions are open is also added (a ``scopewatch.violation`` event, status ERROR) to the
-spans of the sessions it concerns, so a search for the session finds the cause.
+A session span is always created, whatever the span mode. A session closed by another task than
+the one that opened it is a violation of its own, reported like any other (event, attributes,
+``scopewatch.violations`` count, listeners). Every violation reported while sessions are open is
+referenced from the spans of the sessions it concerns (a ``scopewatch.violation.reference`` event
+naming the span that carries it, status ERROR), so a search for the session finds the cause; a
+reference is not a second violation: it is not counted, logged or listed again.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from scopewatch._core import sessions as core
 from scopewatch._core.records import Violation
 from scopewatch._safety import Part
 from scopewatch.telemetry import _sdk_calls
-from scopewatch.telemetry.scopes import violation_event_attributes, violation_listeners
+from scopewatch.telemetry.scopes import report_violation, violation_listeners
 
 if TYPE_CHECKING:
     from opentelemetry.trace import SpanContext, Tracer
@@ -69,6 +72,7 @@ class SessionTelemetry:
     """Opens and closes session spans and metrics for one runtime."""
 
     def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
         self._tracer = runtime.tracer
         _sdk_calls.on_provider_shutdown(runtime, self._use_tracer)
         self._active = runtime.instruments.session_active
@@ -135,7 +139,8 @@ class SessionTelemetry:
                 exit_frames=exit_frames,
                 detail="The session was closed by another task than the one that opened it.",
             )
-            mark_violation(record, violation)
+            if span.is_recording():
+                report_violation(self._runtime, span, violation)
         outcome = outcome_of(error)
         span.set_attribute(semconv.SESSION_OUTCOME, outcome)
         if error is not None and outcome == semconv.OUTCOME_ERROR:
@@ -155,19 +160,35 @@ class SessionTelemetry:
         try:
             trace_id = getattr(span_context, "trace_id", None)
             for record in core.concerned(violation.enter_task, violation.exit_task, trace_id):
-                mark_violation(record, violation)
+                reference_violation(record, violation, span_context)
         except Exception as error:
             PART.fail(error)
 
 
-def mark_violation(record: core.SessionRecord, violation: Violation) -> None:
-    """Add a ``scopewatch.violation`` event to the session span and set its status to ERROR."""
+def reference_violation(
+    record: core.SessionRecord, violation: Violation, span_context: SpanContext | None
+) -> None:
+    """Add a ``scopewatch.violation.reference`` event naming the violation's span; status ERROR.
+
+    The session span gets no ``scopewatch.violation.*`` attributes for it: those mark the span
+    that carries a violation, which alert rules, reports and searches count once.
+    """
     span = record.span
     if span is None or not span.is_recording():
         return
-    span.set_attribute(semconv.VIOLATION_KIND, violation.kind)
-    span.set_attribute(semconv.VIOLATION_CAUSE, violation.cause)
-    span.add_event(semconv.EVENT_VIOLATION, violation_event_attributes(violation))
+    if span_context is not None and span_context == span.get_span_context():
+        return  # the session's own violation, already on this span
+    attributes: dict[str, Any] = {
+        semconv.VIOLATION_KIND: violation.kind,
+        semconv.VIOLATION_CAUSE: violation.cause,
+        semconv.SCOPE_KIND: violation.scope_kind,
+        semconv.ENTER_TASK: violation.enter_task,
+        semconv.EXIT_TASK: violation.exit_task,
+    }
+    if span_context is not None:
+        attributes[semconv.VIOLATION_TRACE_ID] = f"{span_context.trace_id:032x}"
+        attributes[semconv.VIOLATION_SPAN_ID] = f"{span_context.span_id:016x}"
+    span.add_event(semconv.EVENT_VIOLATION_REFERENCE, attributes)
     span.set_status(Status(StatusCode.ERROR, f"{violation.kind} ({violation.cause})"))
 
 
