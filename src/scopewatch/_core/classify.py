@@ -6,14 +6,17 @@ from typing import TYPE_CHECKING, Any
 
 from scopewatch import semconv
 from scopewatch._core import frames, task_adapters
+from scopewatch._core.records import ScopeRecord
 
 if TYPE_CHECKING:
     from types import FrameType
 
-    from scopewatch._core.records import ScopeRecord
+    from scopewatch._core.frames import Frames
 
 _ASEND_TYPE = "async_generator_asend"
 _PER_STEP_WRAPPERS = frozenset({"_wrap_awaitable", "_wait_for_one"})
+_BARE = ScopeRecord(None, "", False, None, "", 0, 0.0, ())
+"""A record with no generator, for closes that are not a scope's (a session's)."""
 
 
 def cross_task_cause(record: ScopeRecord, exit_task: Any, exit_frame: FrameType | None) -> str:
@@ -37,17 +40,69 @@ def cross_task_cause(record: ScopeRecord, exit_task: Any, exit_frame: FrameType 
     return semconv.CAUSE_OTHER_TASK
 
 
-def non_lifo_cause(record: ScopeRecord, innermost: ScopeRecord) -> str:
+def closing_cause(exit_task: Any, exit_frame: FrameType | None) -> str:
+    """Cause of a cross-task close of something that is not a scope (an SDK session).
+
+    One event, one cause: a session closed by the finalizer's ``aclose()`` of the generator
+    that held it is ``asyncgen_finalizer`` like the scopes closed by the same call.
+    """
+    if exit_task is not None:
+        aclose_cause = task_adapters.adapter_of(exit_task).aclose_cause(
+            exit_task, _BARE, exit_frame
+        )
+        if aclose_cause:
+            return aclose_cause
+    return semconv.CAUSE_OTHER_TASK if exit_task is not None else semconv.CAUSE_UNKNOWN
+
+
+def non_lifo_cause(
+    record: ScopeRecord, innermost: ScopeRecord, exit_frame: FrameType | None = None
+) -> str:
     """Cause of a ``non_lifo_exit`` of ``record`` while ``innermost`` is still entered above it."""
+    if task_scope(record):
+        # The task's own scope (anyio's per-task scope) ends: the task's body returned.
+        if innermost.asyncgen_frame and not frames.managed_generator(innermost.asyncgen_frame):
+            # ... after advancing a generator that is suspended inside a scope: a step task.
+            return semconv.CAUSE_PER_STEP_TASK
+        return semconv.CAUSE_TASK_RETURNED
     if not innermost.asyncgen_frame or innermost.asyncgen_frame == record.asyncgen_frame:
+        return semconv.CAUSE_EXIT_ORDER
+    if frames.managed_generator(innermost.asyncgen_frame) or (
+        record.asyncgen_frame and frames.driven_by_contextlib(exit_frame)
+    ):
+        # Context managers (``@asynccontextmanager``) finished by contextlib's __aexit__ in
+        # the wrong order: exit stacks closed first-in-first-out.
         return semconv.CAUSE_EXIT_ORDER
     if record.asyncgen_frame:
         return semconv.CAUSE_INTERLEAVED_GENERATORS
-    if not record.user:
-        # The library's own per-task scope ends under a generator's scope: the step task
-        # finishes while the generator it advanced is suspended inside a scope.
-        return semconv.CAUSE_PER_STEP_TASK
     return semconv.CAUSE_ASYNCGEN_SUSPENDED
+
+
+def task_scope(record: ScopeRecord) -> bool:
+    """Whether ``record`` is a task's own scope (anyio's per-task scope around its body).
+
+    No user frame entered it: the library did, before the task's body ran.
+    """
+    return not record.user and not record.frames
+
+
+def non_lifo_detail(record: ScopeRecord, innermost: ScopeRecord, cause: str) -> str:
+    """The sentence naming what was still open, application frame first."""
+    where = frames.explained_location(innermost.frames) or "an unknown location"
+    if cause == semconv.CAUSE_TASK_RETURNED:
+        return (
+            f"task {record.task_name!r} returned while {innermost.kind} entered at {where} "
+            "was still open (held by an exit stack or a connection object)"
+        )
+    return f"{innermost.kind} entered at {where} was still open inside it"
+
+
+def non_lifo_enter_frames(record: ScopeRecord, innermost: ScopeRecord) -> Frames:
+    """Where to say the violation was entered.
+
+    A task's own scope has no user frame, so the scope left open in it stands for it.
+    """
+    return record.frames or innermost.frames
 
 
 def _coro_of(task: Any) -> Any:

@@ -38,6 +38,10 @@ CAUSE_TEXT: dict[str, str] = {
         "a stored context manager / exit stack was closed from another task than the one "
         "that entered it"
     ),
+    semconv.CAUSE_TASK_RETURNED: (
+        "the task that entered the scope returned while scopes it had entered (held by an exit "
+        "stack or a connection object) were still open; they are closed later, elsewhere"
+    ),
     semconv.CAUSE_TASK_FINISHED: "the task that entered the scope finished without exiting it",
     semconv.CAUSE_LOOP_CLOSED: (
         "the event loop closed while the task that entered the scope was still pending"
@@ -83,6 +87,12 @@ HINTS: dict[str, str] = {
         "remedies.hold_in_task(client)`, then `await owned.aclose()` from any task "
         "(anyio: `await anyio_hold_in_task(client, task_group)`)"
     ),
+    semconv.CAUSE_TASK_RETURNED: (
+        "keep the client's lifetime in one owner task: in connect() "
+        "`self.owned = await scopewatch.remedies.hold_in_task(client)` (anyio: "
+        "`await scopewatch.remedies.anyio_hold_in_task(client, task_group)`), in cleanup() "
+        "`await self.owned.aclose()`; or enter and exit the client in one task with `async with`"
+    ),
     semconv.CAUSE_TASK_FINISHED: (
         "exit the scope before its task ends (`with`/`async with`); to keep a client open "
         "beyond the task that opened it use `scopewatch.remedies.hold_in_task(client)`"
@@ -120,10 +130,12 @@ def explain(violation: Violation) -> str:
     ]
     swallowed = violation.kind == semconv.KIND_CANCEL_SWALLOWED
     first, second = ("delivered to", "requested by") if swallowed else ("entered in", "exited in")
-    entered = frames.location(violation.enter_frames) or "an unknown location"
+    entered = frames.explained_location(violation.enter_frames) or "an unknown location"
     lines.append(f"  {first} task {violation.enter_task!r} at {entered}")
-    if violation.exit_task or violation.exit_frames:
-        exited = frames.location(violation.exit_frames) or "an unknown location"
+    if violation.cause == semconv.CAUSE_TASK_RETURNED and not violation.exit_frames:
+        lines.append(f"  {second} task {violation.exit_task!r} when its body returned")
+    elif violation.exit_task or violation.exit_frames:
+        exited = frames.explained_location(violation.exit_frames) or "an unknown location"
         lines.append(f"  {second} task {violation.exit_task!r} at {exited}")
     if violation.asyncgen:
         lines.append(f"  inside async generator {violation.asyncgen}")

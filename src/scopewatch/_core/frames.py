@@ -7,6 +7,7 @@ import contextlib
 import importlib.util
 import inspect
 import os
+import sysconfig
 from types import CodeType, FrameType
 from typing import Any
 
@@ -49,6 +50,12 @@ _code_info: dict[int, tuple[CodeType, int, dict[int, int]]] = {}
 code object hashes its constants and bytecode on every lookup (~150 ns for a large function);
 the entry holds the code object, so its id cannot be reused while cached. The line cache
 spares ``frame.f_lineno``, which decodes the line table on every access."""
+
+
+_MANAGED_LIMIT = 1024
+_managed: dict[int, None] = {}
+"""``id()`` of async generator frames seen driven by ``contextlib`` (``@asynccontextmanager``)
+when a scope was entered in them; a generator seen advanced otherwise is dropped again."""
 
 
 def add_internal_package(module_file: str | None) -> None:
@@ -121,12 +128,48 @@ def capture(frame: FrameType | None, depth: int) -> tuple[Frames, str, int]:
             if not asyncgen_frame and code.co_flags & _ASYNC_GENERATOR:
                 asyncgen = qualname(code)
                 asyncgen_frame = id(frame)
+                _note_driver(frame)
             if len(kept) >= depth:
                 break
         elif info[1] == _BOUNDARY:
             break
         frame = frame.f_back
     return tuple(kept), asyncgen, asyncgen_frame
+
+
+def _note_driver(frame: FrameType) -> None:
+    caller = frame.f_back
+    if caller is not None and caller.f_code.co_filename == _CONTEXTLIB_FILE:
+        if len(_managed) >= _MANAGED_LIMIT:
+            _managed.pop(next(iter(_managed), 0), None)
+        _managed[id(frame)] = None
+    elif _managed:
+        _managed.pop(id(frame), None)
+
+
+def managed_generator(frame_id: int) -> bool:
+    """Whether the async generator running ``frame_id`` was entered as a context manager.
+
+    Known for generators a scope was entered in (``ScopeRecord.asyncgen_frame``): ``contextlib``
+    drove it (``@asynccontextmanager``), not ``async for`` / ``__anext__``.
+    """
+    return frame_id in _managed
+
+
+def driven_by_contextlib(frame: FrameType | None) -> bool:
+    """Whether the innermost async generator on the stack from ``frame`` is run by contextlib.
+
+    That is an ``@asynccontextmanager``'s ``__aenter__``/``__aexit__``, not ``__anext__``,
+    ``asend`` or ``aclose`` called by the program.
+    """
+    for _ in range(_WALK_LIMIT):
+        if frame is None:
+            return False
+        if frame.f_code.co_flags & _ASYNC_GENERATOR:
+            caller = frame.f_back
+            return caller is not None and caller.f_code.co_filename == _CONTEXTLIB_FILE
+        frame = frame.f_back
+    return False
 
 
 def frame_ids(frame: FrameType | None) -> set[int]:
@@ -187,3 +230,78 @@ def local_of(frame: FrameType, name: str) -> Any:
     finally:
         if type(namespace) is dict and frame.f_code.co_flags & inspect.CO_OPTIMIZED:
             namespace.clear()
+
+
+# --- the application's own frames (DESIGN section 2, ``scopewatch.enter.app``) ------------------
+
+_LIBRARY_PARTS = (f"{os.sep}site-packages{os.sep}", f"{os.sep}dist-packages{os.sep}")
+_STDLIB_PREFIXES = tuple(
+    sorted(
+        {
+            os.path.join(os.path.abspath(path), "")
+            for key in ("stdlib", "platstdlib")
+            if (path := sysconfig.get_paths().get(key))
+        }
+    )
+)
+_SCOPEWATCH_PREFIX = _package_dir(os.path.dirname(os.path.abspath(__file__)))
+_app_files: dict[str, bool] = {}
+
+
+def is_app_file(filename: str) -> bool:
+    """Whether ``filename`` is the application's own code (cached).
+
+    Not an installed distribution (``site-packages``/``dist-packages``), not the standard
+    library, not scopewatch (its bundled examples excepted).
+    """
+    known = _app_files.get(filename)
+    if known is None:
+        if filename.startswith(_USER_PREFIXES):
+            known = True
+        else:
+            known = not (
+                filename.startswith("<frozen ")
+                or any(part in filename for part in _LIBRARY_PARTS)
+                or filename.startswith(_STDLIB_PREFIXES)
+                or filename.startswith(_SCOPEWATCH_PREFIX)
+            )
+        if len(_app_files) < 4096:
+            _app_files[filename] = known
+    return known
+
+
+def app_frame(kept: Frames) -> tuple[CodeType, int] | None:
+    """The first application frame of ``kept`` when its innermost frame is a library's.
+
+    ``None`` when the innermost frame is already the application's, or none of ``kept`` is.
+    """
+    if not kept or is_app_file(kept[0][0].co_filename):
+        return None
+    for code, line in kept[1:]:
+        if is_app_file(code.co_filename):
+            return code, line
+    return None
+
+
+def describe(code: CodeType, line: int) -> str:
+    """``path:line in function``."""
+    return f"{code.co_filename}:{line} in {qualname(code)}"
+
+
+def app_location(kept: Frames) -> str:
+    """``path:line in function`` of :func:`app_frame`, or ``""``."""
+    found = app_frame(kept)
+    return describe(*found) if found is not None else ""
+
+
+def explained_location(kept: Frames) -> str:
+    """Where, for people: the application frame first, then the library frame holding it.
+
+    ``app.py:12 in connect (library: .../mcp/client/stdio.py:201 in stdio_client)``; just
+    ``file:line`` when the innermost frame is the application's; ``""`` when nothing is known.
+    """
+    found = app_frame(kept)
+    if found is None:
+        return location(kept)
+    code, line = kept[0]
+    return f"{describe(*found)} (library: {describe(code, line)})"

@@ -75,7 +75,6 @@ class AsyncioTasks:
 
     def aclose_cause(self, task: Any, record: ScopeRecord, frame: FrameType | None) -> str:
         """An ``aclose()`` task: from the loop's finalizer, its shutdown, or the program."""
-        del frame
         get_coro = getattr(task, "get_coro", None)
         coro = get_coro() if get_coro is not None else None
         if type(coro).__name__ != _ACLOSE_TYPE:
@@ -83,7 +82,7 @@ class AsyncioTasks:
         loop = self.runner(task)
         if getattr(loop, "_asyncgens_shutdown_called", False):
             return semconv.CAUSE_ASYNCGEN_SHUTDOWN
-        if asyncgens.closed_by_finalizer(record.asyncgen_frame):
+        if asyncgens.closed_by_finalizer(record.asyncgen_frame) or asyncgens.finalizing(frame):
             return semconv.CAUSE_ASYNCGEN_FINALIZER
         return semconv.CAUSE_OTHER_TASK  # the program ran aclose() itself in another task
 

@@ -285,14 +285,15 @@ class ScopeTracker:
         elif record in stack:
             innermost = stack[-1]
             stack.remove(record)
+            cause = classify.non_lifo_cause(record, innermost, frame)
             self._violate(
                 record,
                 semconv.KIND_NON_LIFO_EXIT,
-                classify.non_lifo_cause(record, innermost),
+                cause,
                 exit_task,
                 frame,
-                detail=f"{innermost.kind} entered at {frames.location(innermost.frames)} "
-                "was still open inside it",
+                detail=classify.non_lifo_detail(record, innermost, cause),
+                enter_frames=classify.non_lifo_enter_frames(record, innermost),
             )
         return record
 
@@ -304,6 +305,7 @@ class ScopeTracker:
         exit_task: Any,
         frame: FrameType | None,
         detail: str = "",
+        enter_frames: frames.Frames | None = None,
     ) -> None:
         exit_frames, _, _ = frames.capture(frame, max(self.stack_depth, 1))
         record.violations.append(
@@ -314,7 +316,7 @@ class ScopeTracker:
                 enter_task=record.task_name,
                 exit_task=task_adapters.task_name(exit_task),
                 asyncgen=record.asyncgen,
-                enter_frames=record.frames,
+                enter_frames=record.frames if enter_frames is None else enter_frames,
                 exit_frames=exit_frames,
                 detail=detail,
             )

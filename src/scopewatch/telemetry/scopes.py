@@ -16,7 +16,7 @@ from scopewatch import semconv
 from scopewatch._core import frames
 from scopewatch._core.explain import explain
 from scopewatch._core.records import ScopeRecord, Violation
-from scopewatch.telemetry import _sdk_calls
+from scopewatch.telemetry import _sdk_calls, app_frames
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, SpanContext, Tracer
@@ -194,6 +194,7 @@ class ScopeTelemetry:
         if record.asyncgen:
             attributes[semconv.ASYNCGEN] = record.asyncgen
         attributes.update(code_attributes(record))
+        attributes.update(app_frames.attributes(record))
         return attributes
 
     def _describe(self, span: Span, record: ScopeRecord, facts: ExitFacts) -> None:

@@ -19,7 +19,7 @@ from opentelemetry import context, trace
 from opentelemetry.trace import Status, StatusCode
 
 from scopewatch import semconv
-from scopewatch._core import frames
+from scopewatch._core import classify, frames
 from scopewatch._core import sessions as core
 from scopewatch._core.records import Violation
 from scopewatch._safety import Part
@@ -130,7 +130,7 @@ class SessionTelemetry:
             exit_frames, asyncgen, _ = frames.capture(frame, self._depth)
             violation = Violation(
                 kind=semconv.KIND_CROSS_TASK_EXIT,
-                cause=semconv.CAUSE_OTHER_TASK,
+                cause=classify.closing_cause(exit_task, frame),
                 scope_kind=semconv.SPAN_SESSION_PREFIX + record.kind,
                 enter_task=record.task_name,
                 exit_task=exit_name,
