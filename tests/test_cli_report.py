@@ -355,7 +355,7 @@ def test_cancellations_slowest_scopes_and_locks(instrument: Any, tmp_path: Path)
     assert lock["kind"] == semconv.LOCK_KIND_ASYNCIO_LOCK
     assert lock["contentions"] == 3  # four requests, the first one did not wait
     assert lock["wait_by_outcome"] == {"acquired": 3}  # the waits that had to wait
-    kinds = {(r["scope_kind"], r["outcome"]): r["count"] for r in data["scope_durations"]}
+    kinds = {(r["scope_kind"], r["outcome"]): r["count"] for r in data["scope_counts"]["rows"]}
     assert kinds[(semconv.SPAN_ANYIO_MOVE_ON_AFTER, semconv.OUTCOME_DEADLINE_EXCEEDED)] == 2
     assert kinds[(semconv.SPAN_ANYIO_MOVE_ON_AFTER, semconv.OUTCOME_OK)] == 2
 
@@ -408,6 +408,7 @@ def test_json_keys_are_stable(instrument: Any, tmp_path: Path) -> None:
         "sessions",
         "alerts",
         "violation_counts",
+        "scope_counts",
     ]
     assert data["schema"] == "scopewatch.report/1"
     assert set(data["violations"][0]) == {

@@ -232,9 +232,32 @@ def cancellations(spans: list[Span]) -> dict[str, Any]:
     }
 
 
+NORMAL_SHUTDOWN_ORIGINS = frozenset({semconv.ORIGIN_EXPLICIT, semconv.ORIGIN_PARENT})
+_STATUS_ERROR = 2
+
+
+def normal_shutdown(span: Span) -> bool:
+    """A scope or task its own code or enclosing group cancelled on the way out, without error.
+
+    DESIGN section 2: not an anomaly. 0.3 exports such spans only in ``all`` mode; 0.2 exported
+    them in ``anomalies`` mode too.
+    """
+    attributes = span.attributes
+    outcome = attributes.get(semconv.SCOPE_OUTCOME) or attributes.get(semconv.TASK_OUTCOME)
+    return (
+        outcome == semconv.OUTCOME_CANCELLED
+        and attributes.get(semconv.CANCEL_ORIGIN) in NORMAL_SHUTDOWN_ORIGINS
+        and not attributes.get(semconv.VIOLATION_KIND)
+        and span.status_code != _STATUS_ERROR
+    )
+
+
 def slowest_scopes(spans: list[Span], limit: int = SLOWEST) -> list[dict[str, Any]]:
-    """The longest scope spans."""
-    scopes = sorted((span for span in spans if is_scope(span)), key=lambda s: -s.duration_s)
+    """The longest scope spans, normal shutdowns left out (they last as long as their owner)."""
+    scopes = sorted(
+        (span for span in spans if is_scope(span) and not normal_shutdown(span)),
+        key=lambda s: -s.duration_s,
+    )
     return [
         {
             **span_ref(span),

@@ -44,4 +44,5 @@ def build_report(telemetry: Telemetry) -> dict[str, Any]:
         "sessions": usage.sessions(telemetry, violations),
         "alerts": usage.alerts(telemetry),
         "violation_counts": usage.violation_counts(telemetry),
+        "scope_counts": usage.scope_counts(telemetry),
     }

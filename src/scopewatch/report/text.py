@@ -190,26 +190,35 @@ def _scopes(report: dict[str, Any], style: _Style, lines: list[str]) -> None:
                 f"{_short_location(item['location'])} {style.dim(item['function'])}"
             )
         lines.append("")
-    durations = report["scope_durations"]
-    if durations:
-        _heading(style, lines, "Scopes by kind and outcome (all scopes, from metrics)")
-        for row in durations[:ROWS]:
+    counts = report["scope_counts"]
+    if counts["rows"]:
+        _heading(style, lines, f"Scopes by kind and outcome ({counts['source_text']})")
+        for row in counts["rows"][:ROWS]:
+            timed = ""
+            if row["timed"]:
+                timed = (
+                    f"  {row['timed']} timed: mean {_seconds(row['mean_s'])}, "
+                    f"max {_seconds(row['max_s'])}"
+                )
             lines.append(
-                f"  {row['scope_kind']:<22} {row['outcome']:<17} {row['count']:>7} "
-                f"mean {_seconds(row['mean_s']):>8}  max {_seconds(row['max_s']):>8}"
+                f"  {row['scope_kind']:<22} {row['outcome']:<17} {row['count']:>7}"
+                + style.dim(timed)
             )
         lines.append("")
 
 
 def _tasks(report: dict[str, Any], style: _Style, lines: list[str]) -> None:
     tasks = report["tasks"]
-    if not tasks["spans"] and not tasks["durations"]:
+    if not tasks["by_outcome"] and not tasks["spans"] and not tasks["durations"]:
         return
+    counts = ", ".join(f"{k or '?'} {n}" for k, n in tasks["by_outcome"].items()) or "none"
+    _heading(style, lines, f"Tasks by outcome ({tasks['counts_source_text']})")
+    lines.append(f"  {counts}")
     outcomes = ", ".join(f"{k or '?'} {n}" for k, n in tasks["spans_by_outcome"].items())
-    _heading(style, lines, f"Tasks ({tasks['spans']} spans{': ' + outcomes if outcomes else ''})")
+    lines.append(f"  {_plural(tasks['spans'], 'task span')}{': ' + outcomes if outcomes else ''}")
     for row in tasks["durations"]:
         lines.append(
-            f"  {row['outcome']:<10} {row['count']:>7} tasks  mean {_seconds(row['mean_s']):>8}"
+            f"  {row['outcome']:<10} {row['count']:>7} timed  mean {_seconds(row['mean_s']):>8}"
             f"  max {_seconds(row['max_s']):>8}"
         )
     lines.append("")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from scopewatch import semconv
 from scopewatch.report.analyze import (
     histogram_rows,
+    is_scope,
     is_session,
     is_task,
     referenced_span_ids,
@@ -35,6 +36,80 @@ def scope_durations(telemetry: Telemetry) -> list[dict[str, Any]]:
     ]
 
 
+SOURCE_SPANS = "spans"
+"""``source`` of a count section made by counting exported spans (no metric in the files)."""
+
+
+SOURCES = {
+    semconv.METRIC_SCOPES: "every scope that ended, from the scopewatch.scopes metric",
+    semconv.METRIC_TASKS: "every task that ended, from the scopewatch.tasks metric",
+    semconv.METRIC_SCOPE_DURATION: "every scope that ended, from scopewatch.scope.duration "
+    "(a file without scopewatch.scopes, as 0.2 wrote)",
+    semconv.METRIC_TASK_DURATION: "every task that ended, from scopewatch.task.duration "
+    "(a file without scopewatch.tasks, as 0.2 wrote)",
+    SOURCE_SPANS: "counted from exported spans only: the files have no scopewatch metrics",
+}
+"""What each count ``source`` of the report means, as shown."""
+
+
+def _counts(
+    telemetry: Telemetry,
+    counter: str,
+    histogram: str,
+    keys: tuple[str, ...],
+    spans: list[Span],
+) -> tuple[str, dict[tuple[str, ...], int]]:
+    """Exact counts by ``keys``, and where they come from.
+
+    The ``counter`` (0.3: every scope / task that ended) when the files have it; else the
+    duration ``histogram``'s counts (0.2 recorded one measurement per ended scope / task);
+    else the exported ``spans`` (only what was exported).
+    """
+    points = telemetry.points_of(counter)
+    if points:
+        return counter, {key: int(value) for key, value in sum_rows(points, keys).items()}
+    rows = histogram_rows(telemetry.points_of(histogram), keys)
+    if rows:
+        return histogram, {tuple(row[key] for key in keys): row["count"] for row in rows}
+    counted = Counter(tuple(str(span.attributes.get(key) or "") for key in keys) for span in spans)
+    return SOURCE_SPANS, dict(counted)
+
+
+def scope_counts(telemetry: Telemetry) -> dict[str, Any]:
+    """Every scope that ended by kind and outcome, with the durations measured for them.
+
+    ``source`` says where the counts come from: ``scopewatch.scopes`` (exact),
+    ``scopewatch.scope.duration`` (a 0.2 file: exact too) or ``spans`` (exported spans only).
+    """
+    keys = (semconv.SCOPE_KIND, semconv.SCOPE_OUTCOME)
+    scopes = [span for span in telemetry.spans if is_scope(span) and _user_scope(span)]
+    source, counts = _counts(
+        telemetry, semconv.METRIC_SCOPES, semconv.METRIC_SCOPE_DURATION, keys, scopes
+    )
+    timed = {
+        (row[semconv.SCOPE_KIND], row[semconv.SCOPE_OUTCOME]): row
+        for row in histogram_rows(telemetry.points_of(semconv.METRIC_SCOPE_DURATION), keys)
+    }
+    rows: list[dict[str, Any]] = [
+        {
+            "scope_kind": key[0],
+            "outcome": key[1],
+            "count": count,
+            "timed": timed[key]["count"] if key in timed else 0,
+            "mean_s": timed[key]["mean_s"] if key in timed else None,
+            "max_s": timed[key]["max_s"] if key in timed else None,
+        }
+        for key, count in counts.items()
+        if count
+    ]
+    rows.sort(key=lambda row: (-int(row["count"]), str(row["scope_kind"]), str(row["outcome"])))
+    return {"source": source, "source_text": SOURCES.get(source, source), "rows": rows}
+
+
+def _user_scope(span: Span) -> bool:
+    return not span.attributes.get(semconv.SCOPE_INTERNAL)
+
+
 def _numbers(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "count": row["count"],
@@ -45,13 +120,27 @@ def _numbers(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def tasks(telemetry: Telemetry) -> dict[str, Any]:
-    """Task spans by outcome, and ``scopewatch.task.duration`` by outcome."""
+    """Tasks that ended, task spans and ``scopewatch.task.duration``, each by outcome.
+
+    ``counts_source`` says where ``by_outcome`` comes from, as in :func:`scope_counts`.
+    """
     spans = [span for span in telemetry.spans if is_task(span)]
     by_outcome = Counter(str(span.attributes.get(semconv.TASK_OUTCOME) or "") for span in spans)
     durations = histogram_rows(
         telemetry.points_of(semconv.METRIC_TASK_DURATION), (semconv.TASK_OUTCOME,)
     )
+    source, counts = _counts(
+        telemetry,
+        semconv.METRIC_TASKS,
+        semconv.METRIC_TASK_DURATION,
+        (semconv.TASK_OUTCOME,),
+        spans,
+    )
+    ordered = sorted(((key[0], n) for key, n in counts.items() if n), key=lambda kv: -kv[1])
     return {
+        "counts_source": source,
+        "counts_source_text": SOURCES.get(source, source),
+        "by_outcome": dict(ordered),
         "spans": len(spans),
         "spans_by_outcome": dict(by_outcome.most_common()),
         "durations": [{"outcome": row[semconv.TASK_OUTCOME], **_numbers(row)} for row in durations],
