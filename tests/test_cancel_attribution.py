@@ -57,6 +57,10 @@ async def sleeps() -> None:
     await asyncio.sleep(10)
 
 
+async def naps() -> None:
+    await anyio.sleep(10)  # any backend
+
+
 async def fails_soon() -> None:
     await anyio.sleep(0.01)  # any backend
     raise ValueError("boom")  # <- raise
@@ -92,7 +96,7 @@ def test_cancelled_by_another_named_task(instrument, spans):
 
 
 def test_a_task_cancelling_itself_is_explicit(instrument):
-    telemetry = instrument()
+    telemetry = instrument(spans="all")  # a normal end: exported in all mode only
 
     async def quits() -> None:
         asyncio.current_task().cancel()  # <- self
@@ -171,11 +175,11 @@ def test_anyio_deadline_reaches_children_of_a_task_group(instrument, backend):
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_explicit_scope_cancel_reaches_children_as_parent(instrument, backend):
-    telemetry = instrument()
+    telemetry = instrument(spans="all")  # a normal shutdown: exported in all mode only
 
     async def group() -> None:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(anyio.sleep, 10, name="child")
+            tg.start_soon(naps, name="child")
             await anyio.sleep(0)
             tg.cancel_scope.cancel()  # <- scope cancel
 
@@ -269,7 +273,7 @@ def test_task_cancel_from_outside_explains_the_scope_it_interrupts(instrument, k
 
 
 def test_gather_cancellation_reaches_its_children_as_parent(instrument):
-    telemetry = instrument()
+    telemetry = instrument(spans="all")  # a normal shutdown: exported in all mode only
 
     async def main() -> None:
         asyncio.current_task().set_name("main")

@@ -123,7 +123,7 @@ def test_all_mode_nests_spans_created_inside_a_task_under_its_span(instrument, b
 
 
 @BACKENDS
-def test_anomalies_mode_exports_only_failed_cancelled_or_slow_tasks(instrument, backend):
+def test_anomalies_mode_exports_only_failed_timed_out_or_slow_tasks(instrument, backend):
     telemetry = instrument(spans="anomalies", slow_threshold=0.05)
     tracer = telemetry.tracer_provider.get_tracer("app")
 
@@ -139,9 +139,12 @@ def test_anomalies_mode_exports_only_failed_cancelled_or_slow_tasks(instrument, 
                 async with anyio.create_task_group() as group:
                     group.start_soon(fails, name="failing")
             async with anyio.create_task_group() as group:
-                group.start_soon(sleeps, name="victim")
+                group.start_soon(sleeps, name="shut down")  # a normal shutdown: not exported
                 await anyio.sleep(0)
                 group.cancel_scope.cancel()
+            with anyio.move_on_after(0.01):
+                async with anyio.create_task_group() as group:
+                    group.start_soon(sleeps, name="timed out")
             return request.get_span_context().span_id
 
     parent_id = anyio.run(main, backend=backend)
@@ -150,14 +153,14 @@ def test_anomalies_mode_exports_only_failed_cancelled_or_slow_tasks(instrument, 
         name for name, span in by_name.items() if span.name == span_name(main)
     ]  # slow too
     assert attrs(by_name.pop(main_name))[semconv.TASK_OUTCOME] == semconv.OUTCOME_OK
-    assert set(by_name) == {"slow", "failing", "victim"}
+    assert set(by_name) == {"slow", "failing", "timed out"}
     assert attrs(by_name["slow"])[semconv.TASK_OUTCOME] == semconv.OUTCOME_OK
     assert attrs(by_name["failing"])[semconv.TASK_OUTCOME] == semconv.OUTCOME_ERROR
     assert by_name["failing"].status.status_code == trace.StatusCode.ERROR
     assert by_name["failing"].status.description == "ValueError"
-    victim = attrs(by_name["victim"])
-    assert victim[semconv.TASK_OUTCOME] == semconv.OUTCOME_CANCELLED
-    assert victim[semconv.CANCEL_ORIGIN] == semconv.ORIGIN_PARENT  # its task group's scope
+    timed_out = attrs(by_name["timed out"])
+    assert timed_out[semconv.TASK_OUTCOME] == semconv.OUTCOME_CANCELLED
+    assert timed_out[semconv.CANCEL_ORIGIN] == semconv.ORIGIN_DEADLINE
     for span in by_name.values():  # made afterwards, with the parent current at creation
         assert span.parent is not None and span.parent.span_id == parent_id
     slow_span = by_name["slow"]
@@ -177,10 +180,15 @@ def test_none_mode_makes_no_task_span_but_keeps_metrics(instrument, backend):
 
     anyio.run(main, backend=backend)
     assert task_spans(telemetry) == []
-    points = telemetry.points(semconv.METRIC_TASK_DURATION)
-    by_outcome = {dict(p.attributes)[semconv.TASK_OUTCOME]: p.count for p in points}
+    points = telemetry.points(semconv.METRIC_TASKS)
+    by_outcome = {dict(p.attributes)[semconv.TASK_OUTCOME]: p.value for p in points}
     assert by_outcome[semconv.OUTCOME_OK] >= 2  # the child and the run's main task
     assert by_outcome[semconv.OUTCOME_ERROR] == 1
+    (point,) = telemetry.points(semconv.METRIC_TASK_DURATION)  # only the failed task's
+    assert (dict(point.attributes)[semconv.TASK_OUTCOME], point.count) == (
+        semconv.OUTCOME_ERROR,
+        1,
+    )
 
 
 @BACKENDS
@@ -212,7 +220,7 @@ def test_task_active_counts_running_tasks(instrument, backend):
 
 @BACKENDS
 def test_duration_histogram_records_outcomes_in_seconds(instrument, backend):
-    telemetry = instrument(spans="none")
+    telemetry = instrument(spans="none", durations="all")
 
     async def main() -> None:
         async with anyio.create_task_group() as group:

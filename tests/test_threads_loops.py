@@ -248,7 +248,7 @@ def test_every_task_end_is_recorded_with_loops_in_threads_switching_often(instru
     assert handled == []
     (active,) = telemetry.points(semconv.METRIC_TASK_ACTIVE)
     assert active.value == 0
-    ended = sum(point.count for point in telemetry.points(semconv.METRIC_TASK_DURATION))
+    ended = sum(point.value for point in telemetry.points(semconv.METRIC_TASKS))
     assert ended == LOOPS * (tasks_per_loop + 3)  # + main and asyncio.run's two shutdown tasks
 
 

@@ -181,9 +181,10 @@ def test_system_tasks_are_internal(instrument: Any) -> None:
     assert sorted(attrs(span)[semconv.TASK_NAME] for span in task_spans(telemetry)) == sorted(
         ["user", f"{__name__}.{main.__qualname__}"]
     )
-    points = telemetry.points(semconv.METRIC_TASK_DURATION)
-    counted = sum(point.count for point in points)
-    assert counted == 5  # but every task is measured: init, main, run_sync_soon, system, user
+    counted = sum(point.value for point in telemetry.points(semconv.METRIC_TASKS))
+    assert counted == 5  # but every task is counted: init, main, run_sync_soon, system, user
+    measured = sum(point.count for point in telemetry.points(semconv.METRIC_TASK_DURATION))
+    assert measured == 2  # and the slow user tasks measured; the routine ends are not
 
 
 def test_anomalies_mode_exports_only_failed_cancelled_or_slow_tasks(instrument: Any) -> None:
@@ -234,11 +235,14 @@ def test_none_mode_makes_no_task_span_but_keeps_metrics(instrument: Any) -> None
 
     run(main)
     assert task_spans(telemetry) == []
-    points = telemetry.points(semconv.METRIC_TASK_DURATION)
-    by_outcome = {dict(p.attributes)[semconv.TASK_OUTCOME]: p.count for p in points}
+    points = telemetry.points(semconv.METRIC_TASKS)
+    by_outcome = {dict(p.attributes)[semconv.TASK_OUTCOME]: p.value for p in points}
     assert by_outcome[semconv.OUTCOME_ERROR] == 1
     assert by_outcome[semconv.OUTCOME_CANCELLED] == 1
     assert by_outcome[semconv.OUTCOME_OK] >= 3  # init, main, the child (and run_sync_soon)
+    points = telemetry.points(semconv.METRIC_TASK_DURATION)  # the anomalous ones only
+    by_outcome = {dict(p.attributes)[semconv.TASK_OUTCOME]: p.count for p in points}
+    assert by_outcome == {semconv.OUTCOME_ERROR: 1, semconv.OUTCOME_CANCELLED: 1}
 
 
 def test_task_active_counts_running_trio_tasks(instrument: Any) -> None:

@@ -94,8 +94,12 @@ def _group(lookups: Lookups, facts: _CallFacts) -> CancelInfo:
         return _sibling_failed(lookups, child, facts.location)
     group = lookups.scope_of(facts.call.local(facts.call.first(), "self"))
     where = facts.location or (frames.location(group.frames) if group is not None else "")
+    raised = facts.call.local(cancels.GROUP_BODY, "et")
+    failed = raised is not None and not issubclass(raised, asyncio.CancelledError)
     why = "the body of its asyncio.TaskGroup raised"
-    return CancelInfo(semconv.ORIGIN_PARENT, facts.task, where, why, lookups.span_now())
+    return CancelInfo(
+        semconv.ORIGIN_PARENT, facts.task, where, why, lookups.span_now(), failure=failed
+    )
 
 
 def _propagated(lookups: Lookups, outer: Any, location: str) -> CancelInfo:
@@ -111,7 +115,9 @@ def _propagated(lookups: Lookups, outer: Any, location: str) -> CancelInfo:
         else semconv.ORIGIN_PARENT
     )
     reason = f"{why}: {source.reason}" if source.reason else why
-    return CancelInfo(origin, source.task, source.location, reason, source.span_context)
+    return CancelInfo(
+        origin, source.task, source.location, reason, source.span_context, source.failure
+    )
 
 
 def _sibling_failed(lookups: Lookups, child: Any, location: str) -> CancelInfo:
@@ -126,6 +132,7 @@ def _sibling_failed(lookups: Lookups, child: Any, location: str) -> CancelInfo:
         where,
         f"sibling task {name!r} failed with {failure}",
         child_record.span_context if child_record is not None else None,
+        failure=True,
     )
 
 
@@ -148,7 +155,9 @@ def _anyio(lookups: Lookups, call: cancels.CancelCall, reason: str, location: st
         else semconv.ORIGIN_PARENT
     )
     why = source.reason or f"{kind} was cancelled"
-    return CancelInfo(derived, source.task, source.location, why, source.span_context)
+    return CancelInfo(
+        derived, source.task, source.location, why, source.span_context, source.failure
+    )
 
 
 STDLIB_TIMEOUT_BUG = "CPython gh-134471"

@@ -112,15 +112,6 @@ class TaskSink(Protocol):
         """The task's ``closed`` (``event loop``, ``trio run``) closed while it was pending."""
 
 
-def outcome_of(task: Any) -> str:
-    """``ok``, ``error`` or ``cancelled``; never marks the exception as retrieved."""
-    if task.cancelled():
-        return semconv.OUTCOME_CANCELLED
-    if getattr(task, "_exception", None) is not None:
-        return semconv.OUTCOME_ERROR
-    return semconv.OUTCOME_OK
-
-
 def _pending_cancel(task: Any, record: TaskRecord) -> bool:
     """Whether a cancellation was requested and not yet undone (3.10: not yet delivered).
 

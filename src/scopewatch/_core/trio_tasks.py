@@ -164,7 +164,9 @@ class TrioRun:
                 else semconv.ORIGIN_PARENT
             )
             why = asked.reason or f"{kind} was cancelled"
-            return CancelInfo(origin, asked.task, asked.location, why, asked.span_context)
+            return CancelInfo(
+                origin, asked.task, asked.location, why, asked.span_context, asked.failure
+            )
         if source == "deadline" or (source == "unknown" and deadline_passed):
             return CancelInfo(semconv.ORIGIN_DEADLINE, "", self._entered_at(scope), _DEADLINE)
         if source in ("shutdown", "KeyboardInterrupt"):
@@ -181,17 +183,23 @@ class TrioRun:
         if reason.startswith("child task raised") and failure is not None and failure.error_type:
             why = f"sibling task {failure.name!r} failed with {failure.error_type}"
             return CancelInfo(
-                semconv.ORIGIN_PARENT, failure.name, failure.location, why, failure.span_context
+                semconv.ORIGIN_PARENT,
+                failure.name,
+                failure.location,
+                why,
+                failure.span_context,
+                failure=True,
             )
+        failed = True
         if reason.startswith("child task raised"):
             why = f"sibling task {name!r} failed with {raised_type(reason)}"
         elif reason.startswith("Code block inside nursery"):
             why = f"the body of its nursery raised {raised_type(reason)}"
         else:
             why = reason or "its nursery was cancelled"
-        return CancelInfo(
-            semconv.ORIGIN_PARENT, name, "", why, self._span_context_of(asker) if asker else None
-        )
+            failed = False
+        span_context = self._span_context_of(asker) if asker else None
+        return CancelInfo(semconv.ORIGIN_PARENT, name, "", why, span_context, failure=failed)
 
     def _span_context_of(self, asker: str) -> Any:
         """The span context of the live or recently ended task whose ``repr`` is ``asker``."""

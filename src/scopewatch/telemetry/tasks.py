@@ -10,6 +10,7 @@ from opentelemetry import context, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from scopewatch import semconv
+from scopewatch._core.task_ends import task_anomalous
 from scopewatch.telemetry import _sdk_calls
 from scopewatch.telemetry.locks import add_held_at_end_events
 from scopewatch.telemetry.scopes import report_violation
@@ -33,6 +34,9 @@ class TaskTelemetry:
         self._tracer = runtime.tracer
         _sdk_calls.on_provider_shutdown(runtime, self._use_tracer)
         self._durations = runtime.instruments.task_duration
+        self._counts = runtime.instruments.task_counts
+        """Outcome -> tasks ended (``scopewatch.tasks``): a plain count, no SDK call."""
+        self._all_durations = settings.durations == "all"
         self.live_spans = settings.spans == "all"
         """Spans start when a task is created (``all``); otherwise they are made afterwards."""
         self._anomalies = settings.spans == "anomalies"
@@ -151,21 +155,27 @@ class TaskTelemetry:
     # --- helpers ----------------------------------------------------------------------------
 
     def _span_at_end(self, record: TaskRecord, outcome: str, violated: bool) -> Span | None:
-        """Record the duration; the task's span to finish (started late if anomalous) or None."""
+        """Count the task; its duration and span only if anomalous (or asked for by the mode).
+
+        Returns the task's span to finish (started late if anomalous), or ``None``.
+        """
         duration = time.perf_counter() - record.start
-        self._durations.record(duration, self._outcome_attributes[outcome])
+        counts = self._counts
+        counts[outcome] = counts.get(outcome, 0) + 1
+        anomalous = violated or (
+            not record.routine and task_anomalous(outcome, record.cancel, duration, self._slow)
+        )
+        if anomalous or self._all_durations:
+            self._durations.record(duration, self._outcome_attributes[outcome])
         if record.attached is not None:
             self._detach_in_task_context(record)
         span: Span | None = record.span
         if span is None:
-            anomalous = violated or (
-                not record.routine
-                and (
-                    self._anomalies or (self.live_spans and (record.info.internal or record.system))
-                )
-                and (outcome != semconv.OUTCOME_OK or duration > self._slow)
-            )
-            if anomalous:
+            if anomalous and (
+                violated
+                or self._anomalies
+                or (self.live_spans and (record.info.internal or record.system))
+            ):
                 span = self._start_late(record, duration, outcome)
         elif outcome == semconv.OUTCOME_CANCELLED:
             self._link_canceller(span, record)
