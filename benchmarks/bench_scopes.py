@@ -1,4 +1,6 @@
-"""Scope enter+exit: anyio move_on_after / CancelScope / task group, asyncio timeout / TaskGroup.
+"""Scope enter+exit: anyio move_on_after / CancelScope / task group, asyncio timeout / TaskGroup,
+trio move_on_after / CancelScope / nursery, and an anyio-internal scope
+(``anyio.lowlevel.cancel_shielded_checkpoint()``, which must cost next to nothing).
 
 Variants, interleaved in one process (instrument / uninstrument between them):
 
@@ -20,6 +22,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+import anyio.lowlevel
+import trio
 
 from benchmarks import common
 from scopewatch import semconv
@@ -30,25 +34,43 @@ WORKLOADS = (
     "anyio.TaskGroup",
     "asyncio.timeout",
     "asyncio.TaskGroup",
+    "trio.move_on_after",
+    "trio.CancelScope",
+    "trio.Nursery",
+    "anyio-internal scope",
 )
 HEADLINE = "anyio.move_on_after"
+INTERNAL = "anyio-internal scope"
+"""``anyio.lowlevel.cancel_shielded_checkpoint()``: a scope anyio enters and exits itself."""
 TARGET_ANOMALIES = "<= 1.3"
+TARGET_INTERNAL = "<= 1.05"
 TARGET_ALL = "<= 1.0"
 SPAN_WEIGHT = 1.25
 
+Workload = Callable[[int], Awaitable[float]]
 
-def _workloads(tracer: Any, manual: bool) -> dict[str, Callable[[int], Awaitable[float]]]:
-    """Coroutine functions ``run(n) -> seconds`` doing ``n`` enter+exit of one scope kind."""
+
+def _timed(body: Callable[[int], Awaitable[None]]) -> Workload:
+    async def run(n: int) -> float:
+        start = common.clock()
+        await body(n)
+        common.flush_deferred()
+        return common.clock() - start
+
+    return run
+
+
+def _workloads(tracer: Any, manual: bool) -> dict[str, tuple[str, Workload]]:
+    """``kind -> (backend, run(n) -> seconds)`` doing ``n`` enter+exit of one scope kind."""
     move_on_after = anyio.move_on_after
     cancel_scope = anyio.CancelScope
     create_task_group = anyio.create_task_group
-    clock = common.clock
+    shielded_checkpoint = anyio.lowlevel.cancel_shielded_checkpoint
 
     def spanned(name: str) -> Any:
         return tracer.start_as_current_span(name)
 
-    async def move_on(n: int) -> float:
-        start = clock()
+    async def move_on(n: int) -> None:
         if manual:
             for _ in range(n):
                 with spanned(HEADLINE), move_on_after(60):
@@ -57,11 +79,8 @@ def _workloads(tracer: Any, manual: bool) -> dict[str, Callable[[int], Awaitable
             for _ in range(n):
                 with move_on_after(60):
                     pass
-        common.flush_deferred()
-        return clock() - start
 
-    async def scope(n: int) -> float:
-        start = clock()
+    async def scope(n: int) -> None:
         if manual:
             for _ in range(n):
                 with spanned("anyio.CancelScope"), cancel_scope():
@@ -70,11 +89,8 @@ def _workloads(tracer: Any, manual: bool) -> dict[str, Callable[[int], Awaitable
             for _ in range(n):
                 with cancel_scope():
                     pass
-        common.flush_deferred()
-        return clock() - start
 
-    async def anyio_group(n: int) -> float:
-        start = clock()
+    async def anyio_group(n: int) -> None:
         if manual:
             for _ in range(n):
                 with spanned("anyio.TaskGroup"):
@@ -84,20 +100,21 @@ def _workloads(tracer: Any, manual: bool) -> dict[str, Callable[[int], Awaitable
             for _ in range(n):
                 async with create_task_group():
                     pass
-        common.flush_deferred()
-        return clock() - start
 
-    workloads: dict[str, Callable[[int], Awaitable[float]]] = {
-        "anyio.move_on_after": move_on,
-        "anyio.CancelScope": scope,
-        "anyio.TaskGroup": anyio_group,
+    async def internal(n: int) -> None:
+        for _ in range(n):
+            await shielded_checkpoint()
+
+    workloads: dict[str, tuple[str, Workload]] = {
+        "anyio.move_on_after": ("asyncio", _timed(move_on)),
+        "anyio.CancelScope": ("asyncio", _timed(scope)),
+        "anyio.TaskGroup": ("asyncio", _timed(anyio_group)),
     }
     if sys.version_info >= (3, 11):
         timeout = asyncio.timeout
         task_group = asyncio.TaskGroup
 
-        async def asyncio_timeout(n: int) -> float:
-            start = clock()
+        async def asyncio_timeout(n: int) -> None:
             if manual:
                 for _ in range(n):
                     with spanned("asyncio.timeout"):
@@ -107,11 +124,8 @@ def _workloads(tracer: Any, manual: bool) -> dict[str, Callable[[int], Awaitable
                 for _ in range(n):
                     async with timeout(60):
                         pass
-            common.flush_deferred()
-            return clock() - start
 
-        async def asyncio_group(n: int) -> float:
-            start = clock()
+        async def asyncio_group(n: int) -> None:
             if manual:
                 for _ in range(n):
                     with spanned("asyncio.TaskGroup"):
@@ -121,12 +135,84 @@ def _workloads(tracer: Any, manual: bool) -> dict[str, Callable[[int], Awaitable
                 for _ in range(n):
                     async with task_group():
                         pass
-            common.flush_deferred()
-            return clock() - start
 
-        workloads["asyncio.timeout"] = asyncio_timeout
-        workloads["asyncio.TaskGroup"] = asyncio_group
+        workloads["asyncio.timeout"] = ("asyncio", _timed(asyncio_timeout))
+        workloads["asyncio.TaskGroup"] = ("asyncio", _timed(asyncio_group))
+    trio_move_on_after = trio.move_on_after
+    trio_scope = trio.CancelScope
+    open_nursery = trio.open_nursery
+
+    async def trio_move_on(n: int) -> None:
+        if manual:
+            for _ in range(n):
+                with spanned("trio.move_on_after"), trio_move_on_after(60):
+                    pass
+        else:
+            for _ in range(n):
+                with trio_move_on_after(60):
+                    pass
+
+    async def trio_cancel_scope(n: int) -> None:
+        if manual:
+            for _ in range(n):
+                with spanned("trio.CancelScope"), trio_scope():
+                    pass
+        else:
+            for _ in range(n):
+                with trio_scope():
+                    pass
+
+    async def nursery(n: int) -> None:
+        if manual:
+            for _ in range(n):
+                with spanned("trio.Nursery"):
+                    async with open_nursery():
+                        pass
+        else:
+            for _ in range(n):
+                async with open_nursery():
+                    pass
+
+    workloads["trio.move_on_after"] = ("trio", _timed(trio_move_on))
+    workloads["trio.CancelScope"] = ("trio", _timed(trio_cancel_scope))
+    workloads["trio.Nursery"] = ("trio", _timed(nursery))
+    workloads[INTERNAL] = ("asyncio", _timed(internal))
     return workloads
+
+
+def kinds() -> list[str]:
+    """The scope kinds this Python can measure."""
+    return list(_workloads(None, manual=False))
+
+
+def runner(kind: str) -> Callable[[int], float]:
+    """``run(n)``: ``n`` enter+exit of ``kind`` in a fresh event loop (seconds)."""
+    backend, workload = _workloads(None, manual=False)[kind]
+
+    def run(n: int) -> float:
+        if backend == "trio":
+            return float(trio.run(workload, n))
+        return asyncio.run(workload(n))
+
+    return run
+
+
+def _run_all(workloads: dict[str, tuple[str, Workload]], count: int) -> dict[str, float]:
+    """Warm up and time every workload; asyncio ones in one loop, trio ones in one run."""
+
+    async def on(backend: str) -> dict[str, float]:
+        timings: dict[str, float] = {}
+        for name, (where, workload) in workloads.items():
+            if where != backend:
+                continue
+            await workload(max(10, count // 20))  # warm caches (frame cache, attributes)
+            common.flush_deferred()
+            timings[name] = common.per_op_ns(await workload(count), count)
+        return timings
+
+    timings = asyncio.run(on("asyncio"))
+    timings.update(trio.run(on, "trio"))
+    return timings
 
 
 async def _floor_parts(histogram: Any, n: int) -> dict[str, float]:
@@ -182,20 +268,9 @@ def run(quick: bool = False) -> dict[str, Any]:
     }
 
     def measure(variant: str) -> dict[str, float]:
-        workloads = _workloads(tracer, manual=variant == "manual")
-
-        async def main() -> dict[str, float]:
-            timings: dict[str, float] = {}
-            for name, workload in workloads.items():
-                await workload(max(10, count // 20))  # warm caches (frame cache, attributes)
-                common.flush_deferred()
-                timings[name] = common.per_op_ns(await workload(count), count)
-            if variant == "bare":
-                timings.update(await _floor_parts(histogram, count))
-            return timings
-
-        timings = asyncio.run(main())
+        timings = _run_all(_workloads(tracer, manual=variant == "manual"), count)
         if variant == "bare":
+            timings.update(asyncio.run(_floor_parts(histogram, count)))
             _sdk_span_seconds(tracer, max(10, count // 20))
             timings["sdk span"] = common.per_op_ns(_sdk_span_seconds(tracer, count), count)
         sdk.flush()
@@ -223,9 +298,11 @@ def run(quick: bool = False) -> dict[str, Any]:
             common.figure(
                 f"{name} anomalies/bare",
                 common.ratio(timings, "anomalies", "bare"),
-                TARGET_ANOMALIES,
+                TARGET_INTERNAL if name == INTERNAL else TARGET_ANOMALIES,
             )
         )
+        if name == INTERNAL:
+            continue  # no span of its own: the all and manual figures say nothing here
         budget = [
             bare + SPAN_WEIGHT * span for bare, span in zip(timings["bare"], span_ns, strict=True)
         ]

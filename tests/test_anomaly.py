@@ -15,6 +15,10 @@ def cancel(origin: str, failure: bool = False) -> CancelInfo:
     return CancelInfo(origin, "requester", "app.py:1", failure=failure)
 
 
+def inherited(origin: str) -> CancelInfo:
+    return CancelInfo(semconv.ORIGIN_PARENT, "requester", "app.py:1", inherited=origin)
+
+
 @pytest.mark.parametrize(
     ("outcome", "info", "expected"),
     [
@@ -29,6 +33,10 @@ def cancel(origin: str, failure: bool = False) -> CancelInfo:
         (semconv.OUTCOME_CANCELLED, cancel(semconv.ORIGIN_PARENT, failure=True), True),
         (semconv.OUTCOME_CANCELLED, cancel(semconv.ORIGIN_EXPLICIT, failure=True), True),
         (semconv.OUTCOME_CANCELLED, None, True),
+        # cancelled by an enclosing scope: part of that scope's deadline or outside cancel
+        (semconv.OUTCOME_CANCELLED, inherited(semconv.ORIGIN_DEADLINE), True),
+        (semconv.OUTCOME_CANCELLED, inherited(semconv.ORIGIN_EXTERNAL), True),
+        (semconv.OUTCOME_CANCELLED, inherited(semconv.ORIGIN_EXPLICIT), False),
     ],
 )
 def test_outcomes(outcome: str, info: CancelInfo | None, expected: bool) -> None:

@@ -19,6 +19,7 @@ import anyio
 import pytest
 import trio
 
+from _scope_counts import duration_keys, scope_counts
 from scopewatch import semconv
 
 if sys.version_info < (3, 11):
@@ -112,7 +113,7 @@ def test_move_on_at_and_fail_at_kinds(backend, instrument):
 
 
 def test_explicit_cancel_names_the_cancelling_task_and_line(backend, instrument):
-    telemetry = instrument()
+    telemetry = instrument(spans="all")  # explicit cancel: a normal shutdown, no span by default
 
     async def main() -> None:
         scope = anyio.CancelScope()
@@ -249,20 +250,30 @@ def test_none_mode_exports_nothing_but_violations(backend, instrument):
 
     anyio.run(main, backend=backend)
     assert [s for s in telemetry.spans() if s.name.startswith("anyio.")] == []
-    points = telemetry.points(semconv.METRIC_SCOPE_DURATION)
-    assert {p.attributes[semconv.SCOPE_OUTCOME] for p in points} >= {
-        semconv.OUTCOME_OK,
-        semconv.OUTCOME_DEADLINE_EXCEEDED,
+    # every scope is counted; only the anomalous one is measured (DESIGN section 3)
+    counts = scope_counts(telemetry)
+    assert counts[(semconv.SPAN_ANYIO_MOVE_ON_AFTER, semconv.OUTCOME_OK)] == 1
+    assert counts[(semconv.SPAN_ANYIO_MOVE_ON_AFTER, semconv.OUTCOME_DEADLINE_EXCEEDED)] == 1
+    assert duration_keys(telemetry) == {
+        (semconv.SPAN_ANYIO_MOVE_ON_AFTER, semconv.OUTCOME_DEADLINE_EXCEEDED)
     }
 
 
-def test_scope_duration_histogram_uses_seconds_buckets(backend, instrument):
-    telemetry = instrument()
-    anyio.run(nested_ok, backend=backend)
+@pytest.mark.parametrize("durations", ["all", "anomalies"])
+def test_scope_duration_histogram_uses_seconds_buckets(backend, instrument, durations):
+    telemetry = instrument(durations=durations, slow_threshold=0.05)
+
+    async def main() -> None:
+        await nested_ok()
+        with anyio.CancelScope():  # a slow scope is anomalous
+            await anyio.sleep(0.06)
+
+    anyio.run(main, backend=backend)
     points = telemetry.points(semconv.METRIC_SCOPE_DURATION)
     kinds = {p.attributes[semconv.SCOPE_KIND] for p in points}
-    assert semconv.SPAN_ANYIO_MOVE_ON_AFTER in kinds
-    assert tuple(points[0].explicit_bounds) == semconv.SECONDS_BUCKETS
+    assert semconv.SPAN_ANYIO_CANCEL_SCOPE in kinds
+    assert (semconv.SPAN_ANYIO_MOVE_ON_AFTER in kinds) is (durations == "all")
+    assert all(tuple(p.explicit_bounds) == semconv.SECONDS_BUCKETS for p in points)
 
 
 # --- violations ----------------------------------------------------------------------------------

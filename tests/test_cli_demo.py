@@ -54,7 +54,8 @@ def test_demo_runs_and_reports_every_bug(tmp_path: Path) -> None:
     assert all(os.path.basename(where).startswith("demo_service.py:") for where in locations)
     # healthy traffic next to the bugs
     assert data["cancellations"]["by_origin"]["deadline"] == 3
-    assert data["cancellations"]["by_origin"]["explicit"] >= 1
+    # explicit cancels in the demo are normal shutdowns: counted, not exported (0.3)
+    assert "explicit" not in data["cancellations"]["by_origin"]
     assert data["locks"][0]["contentions"] >= 1
     (slow,) = [s for s in data["slowest_scopes"] if s["function"].endswith("slow_report")]
     assert slow["duration_s"] >= 0.15  # above the demo's 0.1 s threshold: a span

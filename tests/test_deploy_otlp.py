@@ -235,9 +235,10 @@ def test_violation_spans_arrive_with_contract_names(run_example: Received) -> No
     )
     assert by_cause[semconv.CAUSE_PER_STEP_TASK] == expected_timeout
 
-    # The healthy traffic's cancellations are explained by origin (what spanmetrics counts).
+    # The traffic's anomalous cancellations are explained by origin (what spanmetrics counts);
+    # an explicit cancel is a normal shutdown, counted in scopewatch.scopes, not exported (0.3).
     origins = {attrs(span.attributes).get(semconv.CANCEL_ORIGIN) for _, _, span in spans}
-    assert {semconv.ORIGIN_DEADLINE, semconv.ORIGIN_EXPLICIT, semconv.ORIGIN_EXTERNAL} <= origins
+    assert {semconv.ORIGIN_DEADLINE, semconv.ORIGIN_EXTERNAL} <= origins
 
 
 def test_metrics_arrive_with_contract_names(run_example: Received) -> None:
@@ -248,6 +249,7 @@ def test_metrics_arrive_with_contract_names(run_example: Received) -> None:
     for name in (
         semconv.METRIC_VIOLATIONS,
         semconv.METRIC_SCOPE_DURATION,
+        semconv.METRIC_SCOPES,
         semconv.METRIC_TASK_ACTIVE,
     ):
         assert name in metrics, sorted(metrics)
@@ -292,3 +294,7 @@ def test_metrics_arrive_with_contract_names(run_example: Received) -> None:
     # Deadlines exceeded are anomalous, so they are measured whatever DURATIONS is (with the
     # default, ok scopes and normal shutdowns are only counted, in scopewatch.scopes).
     assert semconv.OUTCOME_DEADLINE_EXCEEDED in outcomes, outcomes
+    _, _, scopes = metrics[semconv.METRIC_SCOPES]
+    assert scopes.unit == semconv.UNIT_SCOPE
+    counted = {attrs(p.attributes)[semconv.SCOPE_OUTCOME]: p.as_int for p in scopes.sum.data_points}
+    assert counted[semconv.OUTCOME_OK] > 0 and counted[semconv.OUTCOME_CANCELLED] > 0

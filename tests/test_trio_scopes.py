@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 import trio
 
+from _scope_counts import duration_keys, scope_counts
 from scopewatch import semconv
 
 if sys.version_info < (3, 11):
@@ -108,7 +109,7 @@ def test_absolute_deadline_kinds(instrument):
 
 
 def test_explicit_cancel_from_another_task_names_it_and_its_line(instrument):
-    telemetry = instrument()
+    telemetry = instrument(spans="all")  # explicit cancel: a normal shutdown, no span by default
 
     async def main() -> None:
         scope = trio.CancelScope()
@@ -132,7 +133,7 @@ def test_explicit_cancel_from_another_task_names_it_and_its_line(instrument):
 
 
 def test_cancels_requested_before_the_scope_is_entered_keep_their_origin(instrument):
-    telemetry = instrument()
+    telemetry = instrument(spans="all")  # the explicit one is a normal shutdown: no span by default
 
     async def main() -> None:
         with trio.move_on_after(0):  # <- expired at enter
@@ -266,11 +267,14 @@ def test_none_mode_exports_no_scope_spans_but_measures(instrument):
 
     trio.run(main)
     assert trio_spans(telemetry) == []
-    points = telemetry.points(semconv.METRIC_SCOPE_DURATION)
-    assert {p.attributes[semconv.SCOPE_KIND] for p in points} == {
+    # every user scope is counted; only the anomalous one is measured (DESIGN section 3)
+    assert {kind for kind, _ in scope_counts(telemetry)} == {
         semconv.SPAN_TRIO_CANCEL_SCOPE,
         semconv.SPAN_TRIO_NURSERY,
         semconv.SPAN_TRIO_MOVE_ON_AFTER,
+    }
+    assert duration_keys(telemetry) == {
+        (semconv.SPAN_TRIO_MOVE_ON_AFTER, semconv.OUTCOME_DEADLINE_EXCEEDED)
     }
 
 

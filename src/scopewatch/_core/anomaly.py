@@ -4,7 +4,9 @@ Anomalous: violated (the caller's business: a violation always makes a span), de
 exceeded, failed with an exception, cancelled from outside (``external``), cancelled as part of
 a failure (a sibling's or child's error made the group cancel), or slower than the threshold.
 A normal shutdown is not: a scope or task cancelled by its own code or its enclosing group on
-the way out (``explicit`` or ``parent`` origin, no failure) that ends without an error.
+the way out (``explicit`` or ``parent`` origin, no failure) that ends without an error. A
+scope cancelled by an enclosing scope whose deadline passed, or that was cancelled from outside,
+is part of that anomaly.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ from scopewatch import semconv
 
 if TYPE_CHECKING:
     from scopewatch._core.records import CancelInfo
+
+
+_ANOMALOUS_ORIGINS = (semconv.ORIGIN_EXTERNAL, semconv.ORIGIN_DEADLINE)
+"""A cancellation from outside, or a deadline (an enclosing scope's, for ``inherited``)."""
 
 
 def anomalous(outcome: str, cancel: CancelInfo | None, duration: float, slow: float) -> bool:
@@ -31,5 +37,10 @@ def anomalous(outcome: str, cancel: CancelInfo | None, duration: float, slow: fl
     if outcome == semconv.OUTCOME_OK:
         return False
     if outcome == semconv.OUTCOME_CANCELLED:
-        return cancel is None or cancel.failure or cancel.origin == semconv.ORIGIN_EXTERNAL
+        return (
+            cancel is None
+            or cancel.failure
+            or cancel.origin in _ANOMALOUS_ORIGINS
+            or cancel.inherited in _ANOMALOUS_ORIGINS
+        )
     return True

@@ -25,6 +25,9 @@ class CancelInfo:
     failure: bool = False
     """The cancellation is part of a failure: a child's or sibling's error made a group cancel
     (an anomaly in the ``anomalies`` span mode; a normal shutdown is not)."""
+    inherited: str = ""
+    """For a ``parent`` origin: the origin of the enclosing scope's request it came from
+    (``deadline``, ``external``, ...), ``""`` when not derived from one."""
 
 
 @dataclass(slots=True)

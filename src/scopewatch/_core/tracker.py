@@ -58,6 +58,19 @@ if tuple(f.name for f in fields(ScopeRecord))[: len(_POSITIONAL_FIELDS)] != _POS
     raise ImportError("ScopeRecord's leading fields changed: update ScopeTracker.enter")
 
 
+def _derived(source: CancelInfo, kind: str) -> CancelInfo:
+    """A ``parent`` request passed on from an enclosing scope's ``source`` (of ``kind``)."""
+    return CancelInfo(
+        semconv.ORIGIN_PARENT,
+        source.task,
+        source.location,
+        source.reason or f"{kind} was cancelled",
+        source.span_context,
+        source.failure,
+        source.inherited or source.origin,
+    )
+
+
 class ScopeSink(Protocol):
     """Receives the facts; implemented by the telemetry layer."""
 
@@ -185,11 +198,13 @@ class ScopeTracker:
         location: str,
         reason: str,
         task_name: str | None = None,
+        failure: bool = False,
     ) -> None:
         """Someone asked ``obj`` to cancel; the first request is the one that counts.
 
         A request without a location (a deadline timer) is placed where the scope was entered.
         ``task_name`` names the requester when only its name is known (``task`` is ``None``).
+        ``failure``: a child's or sibling's error made a group cancel.
         """
         record = self.record_of(obj)
         if record is not None and record.cancel is not None:
@@ -200,6 +215,7 @@ class ScopeTracker:
             location=location or (frames.location(record.frames) if record else ""),
             reason=reason,
             span_context=self.sink.current_span_context(),
+            failure=failure,
         )
         if record is not None:
             record.cancel = info
@@ -227,24 +243,11 @@ class ScopeTracker:
             found = self.cancel_of(parent)
             if found is not None:
                 kind, source = found
-                record.cancel = CancelInfo(
-                    semconv.ORIGIN_PARENT,
-                    source.task,
-                    source.location,
-                    source.reason or f"{kind} was cancelled",
-                    source.span_context,
-                )
+                record.cancel = _derived(source, kind)
                 return
         for outer in reversed(self._enclosing(record)):
             if outer.cancel is not None:
-                source = outer.cancel
-                record.cancel = CancelInfo(
-                    semconv.ORIGIN_PARENT,
-                    source.task,
-                    source.location,
-                    source.reason or f"{outer.kind} was cancelled",
-                    source.span_context,
-                )
+                record.cancel = _derived(outer.cancel, outer.kind)
                 return
         info = self.task_cancel_info(record.task) if self.task_cancel_info else None
         record.cancel = info or CancelInfo(semconv.ORIGIN_EXTERNAL, "", "")

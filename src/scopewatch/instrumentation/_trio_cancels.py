@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from scopewatch import semconv
 from scopewatch._core import frames
 from scopewatch.instrumentation import _scope_state as state
+from scopewatch.instrumentation._patching import is_cancellation
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -74,6 +75,8 @@ def _on_cancel_reason(scope: Any, cancel_reason: Any, frame: FrameType) -> None:
         _explicit(scope, caller(frame.f_back), text)  # frame is trio's cancel()
     elif source == "KeyboardInterrupt":
         tracker.cancel_requested(scope, semconv.ORIGIN_EXTERNAL, None, "", "KeyboardInterrupt")
+    elif _passing_on(frame):
+        return
     else:  # "nursery": a child task raised; trio runs this outside any task
         match = _TASK_REPR.match(getattr(cancel_reason, "source_task", None) or "")
         tracker.cancel_requested(
@@ -83,7 +86,32 @@ def _on_cancel_reason(scope: Any, cancel_reason: Any, frame: FrameType) -> None:
             "",
             text or f"{source} cancelled it",
             match.group(1) if match else "",
+            failure=failing(frame),
         )
+
+
+def _passing_on(frame: FrameType | None) -> bool:
+    """Whether a nursery cancels because a child or its body raised ``Cancelled``.
+
+    That cancellation came from an enclosing scope, already in effect: it is not recorded as
+    the nursery's own request, so the nursery's exit names the enclosing scope's request.
+    """
+    if frame is None or frame.f_code.co_name != "_add_exc" or not frames.is_internal(frame.f_code):
+        return False
+    error = frames.local_of(frame, "exc")
+    return isinstance(error, BaseException) and is_cancellation(error)
+
+
+def failing(frame: FrameType | None) -> bool:
+    """Whether ``frame`` is a nursery's ``_add_exc`` cancelling for an error, not a ``Cancelled``.
+
+    trio cancels a nursery from ``_add_exc`` when a child or the body raised; the body's
+    exception is a ``Cancelled`` when an enclosing scope's cancellation reached it.
+    """
+    if frame is None or frame.f_code.co_name != "_add_exc" or not frames.is_internal(frame.f_code):
+        return False
+    error = frames.local_of(frame, "exc")
+    return isinstance(error, BaseException) and not is_cancellation(error)
 
 
 def _explicit(scope: Any, requester: FrameType | None, reason: str) -> None:
@@ -93,8 +121,17 @@ def _explicit(scope: Any, requester: FrameType | None, reason: str) -> None:
     if requester.f_code is anyio_cancel and requester.f_back is not None:
         requester = requester.f_back  # anyio's CancelScope.cancel() passing the user's call on
     internal = frames.is_internal(requester.f_code)
+    if internal and _passing_on(requester):
+        return
     origin = semconv.ORIGIN_PARENT if internal else semconv.ORIGIN_EXPLICIT
-    tracker.cancel_requested(scope, origin, current_task(), state.user_location(requester), reason)
+    tracker.cancel_requested(
+        scope,
+        origin,
+        current_task(),
+        state.user_location(requester),
+        reason,
+        failure=internal and failing(requester),
+    )
 
 
 def wrap_legacy(original: Callable[..., None]) -> Callable[..., None]:

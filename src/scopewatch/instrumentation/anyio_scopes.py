@@ -8,10 +8,12 @@ user scopes from anyio's own.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import math
 import sys
+import types
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +40,9 @@ that cannot be weakly referenced, 4.14 and 4.15, are held strongly, boundedly)."
 _api_kinds: dict[int, tuple[CodeType, str]] = {}
 """``id(code)`` of anyio's scope factories -> ``(code, kind)`` (ids: hashing code is slow)."""
 _task_group_aenter: CodeType | None = None
+_task_group_aexit: CodeType | None = None
+_task_done: CodeType | None = None
+"""``TaskGroup._spawn.<locals>.task_done``: anyio's callback when a child task ends."""
 _deadline_callback: CodeType | None = None
 
 
@@ -69,7 +74,7 @@ def _on_import(module: ModuleType) -> None:
 
 
 def _patch(module: ModuleType) -> None:
-    global _patched, _task_group_aenter, _deadline_callback
+    global _patched, _task_group_aenter, _task_group_aexit, _task_done, _deadline_callback
     import anyio
 
     frames.add_internal_package(anyio.__file__)
@@ -84,9 +89,20 @@ def _patch(module: ModuleType) -> None:
     _api_kinds.clear()
     _api_kinds.update(api_kinds())
     _task_group_aenter = module.TaskGroup.__aenter__.__code__
+    _task_group_aexit = module.TaskGroup.__aexit__.__code__
+    spawn = getattr(module.TaskGroup, "_spawn", None)
+    _task_done = _nested_code(spawn.__code__, "task_done") if spawn is not None else None
     _deadline_callback = scope_class._timeout.__code__
     _wrap(scope_class, backend_class)
     _patched = (scope_class, backend_class)
+
+
+def _nested_code(code: CodeType, name: str) -> CodeType | None:
+    """The code object of the function ``name`` defined inside ``code``, if any."""
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType) and const.co_name == name:
+            return const
+    return None
 
 
 def api_kinds() -> dict[int, tuple[CodeType, str]]:
@@ -229,7 +245,24 @@ def _on_cancel(scope: Any, frame: FrameType, args: tuple[Any, ...], kwargs: dict
             semconv.ORIGIN_PARENT if frames.is_internal(frame.f_code) else semconv.ORIGIN_EXPLICIT
         )
         location = state.user_location(frame)
-    tracker.cancel_requested(scope, origin, state.current_task(), location, str(reason))
+    tracker.cancel_requested(
+        scope, origin, state.current_task(), location, str(reason), failure=_failing(frame)
+    )
+
+
+def _failing(frame: FrameType) -> bool:
+    """Whether a task group cancels because a child or its body raised (not a shutdown).
+
+    anyio cancels a group's scope from ``task_done`` when a child ended with an exception,
+    and from ``__aexit__`` when the body raised; a cancellation reaching the body is not one.
+    """
+    code = frame.f_code
+    if code is _task_done:
+        return True
+    if code is _task_group_aexit:
+        error = frames.local_of(frame, "exc_val")
+        return error is not None and not isinstance(error, asyncio.CancelledError)
+    return False
 
 
 def _parents(scope: Any) -> Iterator[object]:

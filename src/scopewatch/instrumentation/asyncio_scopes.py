@@ -7,12 +7,13 @@ the wrong task later. The wrappers record enter and exit so the tracker can say 
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import weakref
 from typing import TYPE_CHECKING, Any
 
 from scopewatch import semconv
-from scopewatch._core import frames
+from scopewatch._core import cancels, frames
 from scopewatch.instrumentation import _scope_state as state
 
 if TYPE_CHECKING:
@@ -170,15 +171,32 @@ def _abort(original: Callable[[Any], None]) -> Callable[[Any], None]:
         tracker = state.tracker
         if part.enabled and tracker is not None:
             try:
+                caller = sys._getframe(1)
                 tracker.cancel_requested(
                     self,
                     semconv.ORIGIN_PARENT,
                     state.current_task(),
-                    state.user_location(sys._getframe(1)),
+                    state.user_location(caller),
                     "task group aborted: a child task failed or the body raised",
+                    failure=_failing(caller),
                 )
             except Exception as error:
                 part.fail(error)
         original(self)
 
     return _abort
+
+
+def _failing(caller: Any) -> bool:
+    """Whether a ``TaskGroup`` aborts because a child or the body raised (not a cancellation).
+
+    ``_on_task_done`` aborts only for a child's error; ``__aexit__`` (``et``: the body's
+    exception type) also aborts when the cancellation of the group's task reaches the body.
+    """
+    role = cancels.role_of(caller.f_code)
+    if role == cancels.GROUP_CHILD_DONE:
+        return True
+    if role == cancels.GROUP_BODY:
+        error_type = frames.local_of(caller, "et")
+        return isinstance(error_type, type) and not issubclass(error_type, asyncio.CancelledError)
+    return False

@@ -13,7 +13,7 @@ from opentelemetry import context, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from scopewatch import semconv
-from scopewatch._core import frames
+from scopewatch._core import anomaly, frames
 from scopewatch._core.explain import explain
 from scopewatch._core.records import ScopeRecord, Violation
 from scopewatch.telemetry import _sdk_calls, app_frames
@@ -88,6 +88,7 @@ class ScopeTelemetry:
         self._all = settings.spans == "all"
         self._anomalies = settings.spans == "anomalies"
         self._slow = settings.slow_threshold
+        self._all_durations = settings.durations == "all"
         self._notes = settings.exception_notes and sys.version_info >= (3, 11)
         self._duration_attributes: dict[tuple[str, str], dict[str, str]] = {}
 
@@ -116,26 +117,34 @@ class ScopeTelemetry:
         record.context_token = context.attach(attached)
 
     def exited(self, record: ScopeRecord, facts: ExitFacts) -> None:
-        """Record the duration; end or create the span if this scope deserves one."""
+        """Count the scope; measure and span it only if it deserves it (DESIGN section 3).
+
+        A user scope that ends normally costs a dict increment: no SDK call. anyio's and
+        trio's own scopes are never counted; they are spans only when violated.
+        """
         duration = time.perf_counter() - record.start
-        if record.user:  # anyio's own scopes are not the user's: keep them out of the metric
-            key = (record.kind, facts.outcome)
-            attributes = self._duration_attributes.get(key)
-            if attributes is None:
-                attributes = {semconv.SCOPE_KIND: record.kind, semconv.SCOPE_OUTCOME: facts.outcome}
-                self._duration_attributes[key] = attributes
-            self._instruments.scope_duration.record(duration, attributes)
         if record.context_token is not None:
             self._detach(record)
         violated = bool(record.violations)
         span = record.span
-        if span is None:
-            anomalous = violated or (
-                self._anomalies
-                and record.user
-                and (facts.outcome != semconv.OUTCOME_OK or duration > self._slow)
-            )
-            if not anomalous:
+        if record.user:
+            outcome = facts.outcome
+            key = (record.kind, outcome)
+            counts = self._instruments.scope_counts
+            counts[key] = counts.get(key, 0) + 1
+            anomalous = violated or anomaly.anomalous(outcome, record.cancel, duration, self._slow)
+            if anomalous or self._all_durations:
+                attributes = self._duration_attributes.get(key)
+                if attributes is None:
+                    attributes = {semconv.SCOPE_KIND: record.kind, semconv.SCOPE_OUTCOME: outcome}
+                    self._duration_attributes[key] = attributes
+                self._instruments.scope_duration.record(duration, attributes)
+            if span is None:
+                if not (violated or (self._anomalies and anomalous)):
+                    return
+                span = self._start_late(record)
+        elif span is None:
+            if not violated:
                 return
             span = self._start_late(record)
         self._describe(span, record, facts)
