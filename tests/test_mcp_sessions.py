@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+import traceback
 from typing import Any
 
 import anyio
+import pytest
 from mcp import Client, ClientSession
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.memory import create_client_server_memory_streams
@@ -170,3 +173,30 @@ def test_restored_on_uninstrument(instrument: Any) -> None:
     telemetry.uninstrument()
     for (cls, name), original in originals.items():
         assert cls.__dict__[name] is original
+
+
+def _frames(error: BaseException) -> list[str]:
+    """Files of every traceback entry of ``error`` and of the exceptions inside it."""
+    files = [entry.filename for entry in traceback.extract_tb(error.__traceback__)]
+    for inner in getattr(error, "exceptions", ()):
+        files += _frames(inner)
+    return files
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="a bare raise keeps the frame before 3.11")
+def test_wrapper_frames_are_not_in_the_users_tracebacks(instrument: Any) -> None:
+    async def body_fails() -> None:
+        async with Client(_server()):
+            raise LookupError("app failure")
+
+    instrument(instrument="sessions")
+    for program in (lambda: asyncio.run(body_fails()), _open_in_one_task_close_in_another):
+        try:
+            error = program()
+        except BaseException as raised:
+            error = raised
+        assert isinstance(error, BaseException)
+        files = _frames(error)
+        assert files, "the traceback itself is kept"
+        assert not [f for f in files if f.endswith("_session_wrappers.py")], files
+        assert any(f.endswith(("client.py", "session.py", "_asyncio.py")) for f in files)

@@ -121,3 +121,22 @@ def task_lookup(current_task: Callable[[], Any]) -> tuple[Callable[[Any], Any], 
     if table is not None:
         return table.get, current_task.get_loop  # type: ignore[attr-defined]
     return (lambda _: current_task()), no_loop
+
+
+_HIDES_FRAMES = sys.version_info >= (3, 11)
+
+
+def hide_own_frame(error: BaseException) -> None:
+    """Take the calling wrapper's own entry off ``error``'s traceback; then re-raise bare.
+
+    Call it in the wrapper's ``except`` block, right before a bare ``raise``. From 3.11 a bare
+    ``raise`` adds no traceback entry for the re-raising frame, so the user's traceback goes
+    from their line straight to the wrapped original. Before 3.11 the frame stays (a bare
+    ``raise`` re-raises the saved traceback). The exception object, type and propagation are
+    untouched; only an entry for the caller's own frame is ever removed.
+    """
+    if not _HIDES_FRAMES:
+        return
+    tb = error.__traceback__
+    if tb is not None and tb.tb_next is not None and tb.tb_frame is sys._getframe(1):
+        error.__traceback__ = tb.tb_next

@@ -7,6 +7,7 @@ import sys
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from scopewatch.instrumentation._patching import hide_own_frame
 from scopewatch.telemetry import sessions as telemetry
 
 if TYPE_CHECKING:
@@ -86,18 +87,27 @@ def close_session(client: Any, error: BaseException | None, frame: Any) -> None:
 
 
 def make_aenter(original: Any, kind: str) -> Any:
-    """``__aenter__`` opening a session (made current) around the original."""
+    """``__aenter__`` opening a session (made current) around the original.
+
+    The wrapper's own frame is kept out of the tracebacks of exceptions it lets through
+    (3.11+, :func:`hide_own_frame`).
+    """
 
     async def __aenter__(self: Any, *args: Any, **kwargs: Any) -> Any:
         record = open_session(self, kind, True, sys._getframe(1))
         if record is None:
-            return await original(self, *args, **kwargs)
+            try:
+                return await original(self, *args, **kwargs)
+            except BaseException as raised:
+                hide_own_frame(raised)
+                raise
         token = inside_session.set(True)
         try:
             result = await original(self, *args, **kwargs)
         except BaseException as raised:
             inside_session.reset(token)
             close_session(self, raised, sys._getframe(0))
+            hide_own_frame(raised)
             raise
         inside_session.reset(token)
         return result
@@ -111,12 +121,17 @@ def make_aexit(original: Any) -> Any:
 
     async def __aexit__(self: Any, exc_type: Any, exc: Any, tb: Any) -> Any:
         if self not in records:
-            return await original(self, exc_type, exc, tb)
+            try:
+                return await original(self, exc_type, exc, tb)
+            except BaseException as raised:
+                hide_own_frame(raised)
+                raise
         frame = sys._getframe(1)
         try:
             suppressed = await original(self, exc_type, exc, tb)
         except BaseException as raised:
             close_session(self, raised, frame)
+            hide_own_frame(raised)
             raise
         close_session(self, None if suppressed else exc, frame)
         return suppressed

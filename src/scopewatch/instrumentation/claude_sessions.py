@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from scopewatch import semconv
 from scopewatch.instrumentation import _session_wrappers as wrappers
-from scopewatch.instrumentation._patching import Patches, when_imported
+from scopewatch.instrumentation._patching import Patches, hide_own_frame, when_imported
 from scopewatch.telemetry import sessions as telemetry
 
 if TYPE_CHECKING:
@@ -64,13 +64,18 @@ def _connect(original: Any) -> Any:
     async def connect(self: Any, *args: Any, **kwargs: Any) -> Any:
         record = wrappers.open_session(self, KIND, False, _user_frame())
         if record is None:
-            return await original(self, *args, **kwargs)
+            try:
+                return await original(self, *args, **kwargs)
+            except BaseException as raised:
+                hide_own_frame(raised)
+                raise
         token = _connecting.set(self)
         try:
             result = await original(self, *args, **kwargs)
         except BaseException as raised:
             _connecting.reset(token)
             wrappers.close_session(self, raised, sys._getframe(0))
+            hide_own_frame(raised)
             raise
         _connecting.reset(token)
         return result
@@ -83,12 +88,17 @@ def _disconnect(original: Any) -> Any:
     async def disconnect(self: Any, *args: Any, **kwargs: Any) -> Any:
         record = wrappers.records.get(self)
         if record is None or _connecting.get() is self:  # a failed connect cleans up
-            return await original(self, *args, **kwargs)
+            try:
+                return await original(self, *args, **kwargs)
+            except BaseException as raised:
+                hide_own_frame(raised)
+                raise
         frame = _user_frame()
         try:
             result = await original(self, *args, **kwargs)
         except BaseException as raised:
             wrappers.close_session(self, raised, frame)
+            hide_own_frame(raised)
             raise
         wrappers.close_session(self, record.exit_error, frame)
         return result
@@ -102,7 +112,11 @@ def _aexit(original: Any) -> Any:
         record = wrappers.records.get(self)
         if record is not None:
             record.exit_error = exc
-        return await original(self, exc_type, exc, tb)
+        try:
+            return await original(self, exc_type, exc, tb)
+        except BaseException as raised:
+            hide_own_frame(raised)
+            raise
 
     __aexit__.__wrapped__ = original  # type: ignore[attr-defined]
     return __aexit__
