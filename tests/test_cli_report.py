@@ -364,6 +364,7 @@ def test_cancellations_slowest_scopes_and_locks(instrument: Any, tmp_path: Path)
     assert lock["kind"] == semconv.LOCK_KIND_ASYNCIO_LOCK
     assert lock["contentions"] == 3  # four requests, the first one did not wait
     assert lock["wait_by_outcome"] == {"acquired": 3}  # the waits that had to wait
+    assert data["scope_counts"]["source"] == semconv.METRIC_SCOPES
     kinds = {(r["scope_kind"], r["outcome"]): r["count"] for r in data["scope_counts"]["rows"]}
     assert kinds[(semconv.SPAN_ANYIO_MOVE_ON_AFTER, semconv.OUTCOME_DEADLINE_EXCEEDED)] == 2
     assert kinds[(semconv.SPAN_ANYIO_MOVE_ON_AFTER, semconv.OUTCOME_OK)] == 2

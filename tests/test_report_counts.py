@@ -84,6 +84,31 @@ def _counts(data: dict[str, Any]) -> dict[tuple[str, str], int]:
     return {(r["scope_kind"], r["outcome"]): r["count"] for r in data["scope_counts"]["rows"]}
 
 
+def test_counts_come_from_the_counters(instrument: Any, tmp_path: Path) -> None:
+    path = _telemetry_file(instrument, tmp_path / "t.jsonl", "anomalies")
+    data = json.loads(_report(path, "--format", "json"))
+    assert data["scope_counts"]["source"] == semconv.METRIC_SCOPES
+    counts = _counts(data)
+    # every scope, also the five that were not exported as spans
+    assert counts[(MOVE_ON, semconv.OUTCOME_OK)] == 5
+    assert counts[(MOVE_ON, semconv.OUTCOME_DEADLINE_EXCEEDED)] == 1
+    assert counts[(semconv.SPAN_ANYIO_TASK_GROUP, semconv.OUTCOME_CANCELLED)] == 1
+    exported = [
+        s for s in data["slowest_scopes"] if (s["scope_kind"], s["outcome"]) == (MOVE_ON, "ok")
+    ]
+    assert exported == []
+    tasks = data["tasks"]
+    assert tasks["counts_source"] == semconv.METRIC_TASKS
+    assert tasks["by_outcome"][semconv.OUTCOME_OK] >= 3  # the three quick ones, at least
+    text = _report(path, "--color", "never")
+    assert (
+        "Scopes by kind and outcome (every scope that ended, from the scopewatch.scopes metric)"
+    ) in text
+    assert "Tasks by outcome (every task that ended, from the scopewatch.tasks metric)" in text
+    row = next(line for line in text.splitlines() if MOVE_ON in line and " ok " in line)
+    assert row.split()[:3] == [MOVE_ON, semconv.OUTCOME_OK, "5"]  # none of the five timed
+
+
 def test_a_file_without_the_counters_uses_the_histograms(instrument: Any, tmp_path: Path) -> None:
     new = _telemetry_file(instrument, tmp_path / "t.jsonl", "anomalies")
     full = json.loads(_report(new, "--format", "json"))
