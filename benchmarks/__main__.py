@@ -3,7 +3,9 @@
 Each benchmark runs in its own fresh interpreter (so one cannot leave patches, caches or heap
 growth behind for the next) and returns its result as JSON; the runner prints one table and
 writes every result, with the machine, to ``--json`` (default ``benchmarks/results/latest.json``).
-A MISS is information: the exit code is 0 unless a benchmark itself crashed.
+After the table of every figure comes the targets table of issue 15 (``benchmarks/targets.py``):
+each target, the figure that measures it, its value and whether it was met. A MISS is
+information: the exit code is 0 unless a benchmark itself crashed.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from benchmarks import common
+from benchmarks import common, targets
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_JSON = HERE / "results" / "latest.json"
@@ -30,6 +32,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "locks": ("benchmarks.bench_locks", "locks feature not landed"),
     "rules": ("benchmarks.bench_rules", "rules benchmark not landed"),
     "service": ("benchmarks.bench_service", ""),
+    "web": ("benchmarks.bench_web", ""),
     "memory": ("benchmarks.bench_memory", ""),
 }
 """Name -> (module with ``run(quick) -> dict``, placeholder text when the module is absent)."""
@@ -160,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         + (" -- QUICK RUN: counts too small for meaningful figures" if args.quick else "")
     )
     print(common.format_table(results))
+    target_table = targets.format_text(results)
+    if target_table:
+        print()
+        print(target_table)
     payload = {"machine": machine, "quick": args.quick, "results": results}
     common.write_json(args.json, payload)
     print(f"\nwrote {args.json}")
@@ -179,7 +186,10 @@ def _markdown_document(results: list[dict[str, Any]], machine: dict[str, Any], q
         "round by round (median of the per-round ratios); a MISS is information, not a "
         "failure. The method is described in the Benchmarks section of the project README.\n\n"
     )
-    return title + intro + common.format_markdown(results, machine)
+    target_table = targets.format_markdown(results)
+    if target_table:
+        target_table = "## Targets (issue 15)\n\n" + target_table + "\n## Every figure\n\n"
+    return title + intro + target_table + common.format_markdown(results, machine)
 
 
 if __name__ == "__main__":

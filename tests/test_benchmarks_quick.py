@@ -96,3 +96,37 @@ def test_a_missed_target_is_information_not_a_failure() -> None:
     table = common.format_table([common.result("b", [common.figure("x", 1.4, "<= 1.3")])])
     assert "1.40x" in table
     assert "MISS" in table
+
+
+def test_quick_web_stack_run_prints_the_targets_table(tmp_path: Path) -> None:
+    """The real web stack runs end to end in quick mode: a uvicorn server per variant under
+    opentelemetry-instrument, a separate load process, spans arriving at the OTLP receiver."""
+    output = tmp_path / "latest.json"
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    process = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "web", "--json", str(output)],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert process.returncode == 0, process.stderr
+    assert "target (issue 15)" in process.stdout
+    assert "web stack (Starlette + uvicorn), default / scopewatch disabled" in process.stdout
+
+    (result,) = json.loads(output.read_text())["results"]
+    assert result["name"] == "web"
+    figures = {figure["name"]: figure for figure in result["figures"]}
+    assert figures["throughput default/disabled"]["target"] == ">= 0.95"
+    assert figures["throughput all/manual"]["target"] == ">= 0.9"
+    assert isinstance(figures["throughput default/disabled"]["value"], float)
+    medians = result["raw"]["medians"]
+    assert set(medians) == {"disabled", "default", "all", "manual"}
+    for variant in medians.values():
+        assert variant["requests"] > 0
+    # Disabled scopewatch exports nothing; hand-made spans and SPANS=all reach the receiver.
+    assert medians["disabled"]["spans_per_request"] == 0
+    assert medians["manual"]["spans_per_request"] > 1
+    assert medians["all"]["spans_per_request"] > 1
