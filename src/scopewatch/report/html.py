@@ -14,7 +14,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from scopewatch import semconv
-from scopewatch.report.analyze import is_scope, is_session, is_task
+from scopewatch.report.analyze import is_scope, is_session, is_task, referenced_span_ids
 
 if TYPE_CHECKING:
     from scopewatch.report.model import Span, Telemetry
@@ -102,17 +102,47 @@ def timeline(report: dict[str, Any], telemetry: Telemetry) -> dict[str, Any]:
             items.append(item)
         elif is_session(span):
             key = row_of(span, span.name, "session")
-            items.append(_item(span, key, "session", violations))
+            item = _item(span, key, "session", violations)
+            # the violations it references (on spans of its own), listed in its details too
+            for span_id in sorted(referenced_span_ids(span)):
+                item["violations"] = item["violations"] + violations.get(span_id, [])
+            items.append(item)
     ordered = sorted(rows.values(), key=lambda row: (row["process"], row["first"], row["label"]))
     starts = [item["start"] for item in items]
     ends = [item["end"] for item in items]
     return {
         "rows": ordered,
         "items": items,
+        "traces": traces(report, telemetry),
         "start": min(starts) if starts else 0,
         "end": max(ends) if ends else 0,
         "processes": len(processes),
     }
+
+
+def traces(report: dict[str, Any], telemetry: Telemetry) -> list[dict[str, Any]]:
+    """Every trace of the files (as many as the summary counts), first seen first.
+
+    ``spans`` counts all its spans (other instrumentations' too), ``violations`` the report's
+    violations on them (each once), so the trace selector adds up to the header.
+    """
+    found: dict[str, dict[str, Any]] = {}
+    for span in telemetry.spans:
+        entry = found.get(span.trace_id)
+        if entry is None:
+            entry = found[span.trace_id] = {
+                "trace_id": span.trace_id,
+                "spans": 0,
+                "violations": 0,
+                "first": span.start_ns,
+            }
+        entry["spans"] += 1
+        entry["first"] = min(entry["first"], span.start_ns)
+    for violation in report["violations"]:
+        entry = found.get(violation["span"]["trace_id"])
+        if entry is not None:
+            entry["violations"] += 1
+    return sorted(found.values(), key=lambda entry: (entry["first"], entry["trace_id"]))
 
 
 def render(report: dict[str, Any], telemetry: Telemetry) -> str:
