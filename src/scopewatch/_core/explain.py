@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from scopewatch import semconv
-from scopewatch._core import frames
+from scopewatch._core import frames, hints
 
 if TYPE_CHECKING:
     from scopewatch._core.records import Violation
@@ -59,54 +59,21 @@ CAUSE_TEXT: dict[str, str] = {
 }
 
 HINTS: dict[str, str] = {
-    semconv.CAUSE_ASYNCGEN_FINALIZER: (
-        "close the generator in the task that iterates it, right around the loop: "
-        "`async with scopewatch.remedies.safe_aiter(gen(), close_timeout=5) as it: "
-        "async for x in it: ...` (or `contextlib.aclosing`)"
-    ),
-    semconv.CAUSE_ASYNCGEN_SHUTDOWN: (
-        "close the generator before the loop ends, in the task that iterates it: "
-        "`async with scopewatch.remedies.safe_aiter(gen()) as it: ...`"
-    ),
-    semconv.CAUSE_ASYNCGEN_SUSPENDED: (
-        "close the generator before leaving the enclosing scope: "
-        "`async with scopewatch.remedies.safe_aiter(gen()) as it: async for x in it: ...`"
-    ),
-    semconv.CAUSE_PER_STEP_TASK: (
-        "drive the generator from one owner task: `stream = scopewatch.remedies."
-        "OwnedGenerator(gen())` keeps `ensure_future(anext(stream))` working "
-        "(anyio: `AnyioOwnedGenerator(gen(), task_group)`)"
-    ),
-    semconv.CAUSE_INTERLEAVED_GENERATORS: (
-        "do not yield inside a cancel scope/task group from a generator; run the generator "
-        "body in a task and stream its items"
-    ),
-    semconv.CAUSE_EXIT_ORDER: "close context managers / exit stacks in reverse order of entry",
-    semconv.CAUSE_OTHER_TASK: (
-        "keep the client's whole lifetime in one owner task: `owned = await scopewatch."
-        "remedies.hold_in_task(client)`, then `await owned.aclose()` from any task "
-        "(anyio: `await anyio_hold_in_task(client, task_group)`)"
-    ),
-    semconv.CAUSE_TASK_RETURNED: (
-        "keep the client's lifetime in one owner task: in connect() "
-        "`self.owned = await scopewatch.remedies.hold_in_task(client)` (anyio: "
-        "`await scopewatch.remedies.anyio_hold_in_task(client, task_group)`), in cleanup() "
-        "`await self.owned.aclose()`; or enter and exit the client in one task with `async with`"
-    ),
-    semconv.CAUSE_TASK_FINISHED: (
-        "exit the scope before its task ends (`with`/`async with`); to keep a client open "
-        "beyond the task that opened it use `scopewatch.remedies.hold_in_task(client)`"
-    ),
-    semconv.CAUSE_TIMEOUT_CONVERTED: (
-        "until CPython fixes gh-134471: in `except TimeoutError`, `raise asyncio.CancelledError` "
-        "when `asyncio.current_task().cancelling()` is non-zero"
-    ),
-    semconv.KIND_CANCEL_SWALLOWED: (
-        "re-raise CancelledError after cleanup, or call task.uncancel() if you really mean to "
-        "swallow it"
-    ),
-    semconv.KIND_SCOPE_LEAKED: "enter scopes with `with`/`async with` so they are always exited",
+    semconv.CAUSE_ASYNCGEN_FINALIZER: hints.GENERATOR_CLOSE.text,
+    semconv.CAUSE_ASYNCGEN_SHUTDOWN: hints.GENERATOR_CLOSE.text,
+    semconv.CAUSE_ASYNCGEN_SUSPENDED: hints.GENERATOR_CLOSE.text,
+    semconv.CAUSE_PER_STEP_TASK: hints.PER_STEP.text,
+    semconv.CAUSE_INTERLEAVED_GENERATORS: hints.GENERATOR_INTERLEAVED.text,
+    semconv.CAUSE_EXIT_ORDER: hints.EXIT_ORDER.text,
+    semconv.CAUSE_OTHER_TASK: hints.OTHER_TASK.text,
+    semconv.CAUSE_TASK_RETURNED: hints.TASK_RETURNED.text,
+    semconv.CAUSE_TASK_FINISHED: hints.TASK_FINISHED.text,
+    semconv.CAUSE_TIMEOUT_CONVERTED: hints.TIMEOUT_CONVERTED.text,
+    semconv.KIND_CANCEL_SWALLOWED: hints.CANCEL_SWALLOWED.text,
+    semconv.KIND_SCOPE_LEAKED: hints.TASK_FINISHED.text,
 }
+"""The hint by cause alone, for reports built from spans; :func:`hint` also reads the shape
+of the code (``scopewatch._core.hints``)."""
 
 KIND_TEXT: dict[str, str] = {
     semconv.KIND_CROSS_TASK_EXIT: "exited in a different task than the one that entered it",
@@ -117,7 +84,10 @@ KIND_TEXT: dict[str, str] = {
 
 
 def hint(violation: Violation) -> str:
-    """A one-line fix hint for the violation's cause (or kind)."""
+    """A one-line fix hint for the violation's kind, cause and code shape."""
+    chosen = hints.choose(violation)
+    if chosen is not None:
+        return chosen.text
     return HINTS.get(violation.cause) or HINTS.get(violation.kind, "")
 
 
@@ -146,4 +116,7 @@ def explain(violation: Violation) -> str:
     fix = hint(violation)
     if fix:
         lines.append(f"  fix: {fix}")
+    rule = hints.lint_rule(violation)
+    if rule:
+        lines.append(f"  lint: {rule}")
     return "\n".join(lines)
