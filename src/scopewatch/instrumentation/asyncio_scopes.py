@@ -47,6 +47,8 @@ def _install() -> None:
     _patch(group_class, "__aenter__", _aenter(group_class.__aenter__, _group_kind))
     _patch(group_class, "__aexit__", _aexit(group_class.__aexit__, _group_facts))
     _patch(group_class, "_abort", _abort(group_class.__dict__["_abort"]))
+    if "cancel" in group_class.__dict__:  # 3.15+ (gh-108951); its _abort() call comes second
+        _patch(group_class, "cancel", _group_cancel(group_class.__dict__["cancel"]))
 
 
 def uninstall() -> None:
@@ -185,6 +187,29 @@ def _abort(original: Callable[[Any], None]) -> Callable[[Any], None]:
         original(self)
 
     return _abort
+
+
+def _group_cancel(original: Callable[[Any], None]) -> Callable[[Any], None]:
+    """``TaskGroup.cancel()`` (3.15+): an explicit cancel by its caller, a normal way out."""
+    part = state.PART
+
+    def cancel(self: Any) -> None:
+        tracker = state.tracker
+        if part.enabled and tracker is not None and getattr(self, "_entered", False):
+            try:
+                tracker.cancel_requested(
+                    self,
+                    semconv.ORIGIN_EXPLICIT,
+                    state.current_task(),
+                    state.user_location(sys._getframe(1)),
+                    "TaskGroup.cancel()",
+                )
+            except Exception as error:
+                part.fail(error)
+        original(self)
+
+    cancel.__doc__ = original.__doc__
+    return cancel
 
 
 def _failing(caller: Any) -> bool:
