@@ -205,3 +205,36 @@ def test_app_frame_is_the_first_frame_outside_libraries() -> None:
         f"(library: {stdio.__file__}:201 in {frames.qualname(library[0])})"
     )
     assert frames.explained_location((mine,)) == f"{HERE}:7"
+
+
+def test_alert_texts_name_the_app_frame_first() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from scopewatch.alerts import explain
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    library = f"{stdio.__file__}:201 in stdio_client()"
+    mine = f"{HERE}:12 in connect"
+    provider.get_tracer("t").start_span(
+        semconv.SPAN_ANYIO_TASK_GROUP,
+        attributes={
+            semconv.CODE_FILE: stdio.__file__,
+            semconv.CODE_LINE: 201,
+            semconv.CODE_FUNCTION: "stdio_client",
+            semconv.ENTER_APP: mine,
+            semconv.EXIT_APP: f"{HERE}:20 in cleanup",
+            semconv.VIOLATION_KIND: semconv.KIND_CROSS_TASK_EXIT,
+            semconv.ENTER_TASK: "startup",
+            semconv.EXIT_TASK: "shutdown",
+        },
+    ).end()
+    (span,) = exporter.get_finished_spans()
+    assert f"entered at {mine} (library: {library})" in explain.summary(span)
+    text = explain.violation(span)
+    assert f"entered in task 'startup' at {mine} (library: {library})" in text
+    assert f"exited in task 'shutdown' at {HERE}:20 in cleanup" in text
+    provider.shutdown()

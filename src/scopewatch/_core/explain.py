@@ -108,7 +108,11 @@ def explain(violation: Violation) -> str:
         exited = frames.explained_location(violation.exit_frames) or "an unknown location"
         lines.append(f"  {second} task {violation.exit_task!r} at {exited}")
     if violation.asyncgen:
-        lines.append(f"  inside async generator {violation.asyncgen}")
+        holder = hints.app_generator(violation.enter_frames)
+        held = f", held open by application generator {holder}" if holder else ""
+        if holder == violation.asyncgen:
+            held = ""
+        lines.append(f"  inside async generator {violation.asyncgen}{held}")
     if violation.cause != semconv.CAUSE_UNKNOWN:
         lines.append(f"  cause: {CAUSE_TEXT.get(violation.cause, violation.cause)}")
     if violation.detail:

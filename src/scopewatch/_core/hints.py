@@ -208,9 +208,10 @@ def lint_rule(violation: Violation) -> str:
     """
     if violation.cause not in _GENERATOR_CAUSES and violation.cause != semconv.CAUSE_PER_STEP_TASK:
         return ""
-    if _in_pytest_fixture(violation) or not _app_generator(violation.enter_frames):
+    generator = app_generator(violation.enter_frames)
+    if _in_pytest_fixture(violation) or not generator:
         return ""
-    return LINT_RULE
+    return f"{LINT_RULE} (the yield in {generator})"
 
 
 def _generator_holds_group(violation: Violation) -> bool:
@@ -219,7 +220,7 @@ def _generator_holds_group(violation: Violation) -> bool:
     return kind in TASK_GROUP_KINDS or kind.startswith(semconv.SPAN_SESSION_PREFIX)
 
 
-def _app_generator(kept: Frames) -> str:
+def app_generator(kept: Frames) -> str:
     """``__qualname__`` of the first application async generator among ``kept``."""
     for code, _line in kept:
         if code.co_flags & inspect.CO_ASYNC_GENERATOR and frames.is_app_file(code.co_filename):

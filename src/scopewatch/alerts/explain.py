@@ -29,6 +29,13 @@ def location(attributes: Mapping[str, Any]) -> str:
     return f"{text} in {function}()" if function else text
 
 
+def _entered_at(attributes: Mapping[str, Any]) -> str:
+    """The application frame first, then the library frame of ``code.*`` (DESIGN section 4)."""
+    where = location(attributes)
+    app = attributes.get(semconv.ENTER_APP)
+    return f"{app} (library: {where})" if app and where else where
+
+
 def summary(span: ReadableSpan) -> str:
     """One line: span name, duration, status and code location."""
     attributes = span.attributes or {}
@@ -38,7 +45,7 @@ def summary(span: ReadableSpan) -> str:
     status = span.status.status_code.name.lower()
     if status != "unset":
         parts.append(f"status {status}")
-    where = location(attributes)
+    where = _entered_at(attributes)
     if where:
         parts.append(f"entered at {where}")
     return ", ".join(parts)
@@ -62,11 +69,13 @@ def violation(span: ReadableSpan) -> str:
     lines = [f"scopewatch: {kind} ({cause or 'unknown'}) on span {span.name!r}"]
     enter_task = event.get(semconv.ENTER_TASK) or attributes.get(semconv.ENTER_TASK)
     exit_task = event.get(semconv.EXIT_TASK) or attributes.get(semconv.EXIT_TASK)
-    where = location(attributes)
+    where = _entered_at(attributes)
     if enter_task or where:
         lines.append(f"  entered in task {enter_task or '?'!r} at {where or 'an unknown location'}")
     if exit_task:
-        lines.append(f"  exited in task {exit_task!r}")
+        exit_app = attributes.get(semconv.EXIT_APP)
+        at = f" at {exit_app}" if exit_app else ""
+        lines.append(f"  exited in task {exit_task!r}{at}")
     asyncgen = event.get(semconv.ASYNCGEN) or attributes.get(semconv.ASYNCGEN)
     if asyncgen:
         lines.append(f"  inside async generator {asyncgen}")
