@@ -109,19 +109,26 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def load(port: int, connections: int, warmup: int, total: int, seconds: float) -> dict[str, float]:
-    """Warm up, then measure; the figures of one run."""
+def load(
+    port: int, connections: int, warmup: int, total: int, seconds: float, server_pid: int
+) -> dict[str, float]:
+    """Warm up, then measure; the figures of one run (server CPU read around the measurement)."""
+    from benchmarks import common
+
     runner: Any = asyncio.run
     with contextlib.suppress(ImportError):
         import uvloop
 
         runner = uvloop.run  # the client's own cost stays small: it shares the machine
     runner(_load(port, connections, warmup, seconds))
+    cpu = common.process_cpu_seconds(server_pid)
     done, elapsed, latencies = runner(_load(port, connections, total, seconds))
+    cpu = common.process_cpu_seconds(server_pid) - cpu
     return {
         "requests": done,
         "seconds": elapsed,
         "throughput": done / elapsed if elapsed > 0 else float("nan"),
+        "per_cpu_second": done / cpu if cpu > 0 else float("nan"),
         "p50_ms": _percentile(latencies, 0.50) * 1e3,
         "p99_ms": _percentile(latencies, 0.99) * 1e3,
     }
@@ -196,11 +203,14 @@ def main(argv: list[str] | None = None) -> None:
     loader.add_argument("--warmup", type=int, default=500)
     loader.add_argument("--total", type=int, default=20_000)
     loader.add_argument("--seconds", type=float, default=10.0)
+    loader.add_argument("--server-pid", type=int, default=0)
     args = parser.parse_args(argv)
     if args.command == "serve":
         serve()
         return
-    figures = load(args.port, args.connections, args.warmup, args.total, args.seconds)
+    figures = load(
+        args.port, args.connections, args.warmup, args.total, args.seconds, args.server_pid
+    )
     sys.stdout.write(json.dumps(figures) + "\n")
 
 

@@ -374,6 +374,19 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     path.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; else ``nan``).
+
+    The service benchmarks divide requests by the server's CPU seconds: on a shared machine
+    that figure moves far less with other load than throughput does.
+    """
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def python_executable() -> str:
     """The interpreter running the benchmarks (used for subprocess variants)."""
     return sys.executable

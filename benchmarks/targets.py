@@ -27,25 +27,26 @@ class Target:
 
 
 DEFAULT = r"(anomalies|default)"
+SERVICE = r"^(throughput|requests per server CPU-s)"
 TARGETS: tuple[Target, ...] = (
-    Target("echo service, default / bare", ">= 0.95", "service", rf"^throughput {DEFAULT}/bare$"),
+    Target("echo service, default / bare", ">= 0.95", "service", rf"{SERVICE} {DEFAULT}/bare$"),
     Target(
         "web stack (Starlette + uvicorn), default / scopewatch disabled",
         ">= 0.95",
         "web",
-        rf"^throughput {DEFAULT}/disabled$",
+        rf"{SERVICE} {DEFAULT}/disabled$",
     ),
     Target(
         "echo service, SPANS=all / one hand-made span per scope and task",
         ">= 0.9",
         "service",
-        r"^throughput all/manual$",
+        rf"{SERVICE} all/manual$",
     ),
     Target(
         "web stack, SPANS=all / one hand-made span per scope and task",
         ">= 0.9",
         "web",
-        r"^throughput all/manual$",
+        rf"{SERVICE} all/manual$",
     ),
     Target(
         "scope enter+exit, default / bare",

@@ -252,6 +252,13 @@ def test_every_dashboard_and_grafana_rule_query_evaluates(
     assert not firing & {"ScopewatchSessionErrors", "ScopewatchTaskErrors"}
     # The violated scopes are anomalous: their durations are measured in every DURATIONS mode.
     assert results["Anomalous scopes by kind and outcome / A"]
+    # Every ended scope and task is counted (scopewatch_scopes_total / scopewatch_tasks_total).
+    ended = {
+        (r["metric"]["scopewatch_scope_kind"], r["metric"]["scopewatch_scope_outcome"])
+        for r in results["Scopes ended by kind and outcome / A"]
+    }
+    assert ("anyio.fail_after", "ok") in ended, ended
+    assert results["Tasks ended by outcome / A"]
     assert results["Active tasks / A"]
 
     # The dashboard's service variable lists the violator.
