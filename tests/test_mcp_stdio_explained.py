@@ -171,6 +171,9 @@ def test_connection_manager_is_a_returned_task_named_by_its_own_lines(
         assert "mcp" in note.split("(library: ", 1)[1]
         assert "an unknown location" not in note
         assert "hold_in_task" in note
+    # The transport closed later by the loop is the same bug, and gets the same remedy.
+    for event in telemetry.violation_events():
+        assert "hold_in_task" in str(event[semconv.EXCEPTION_MESSAGE])
 
 
 async def sessions() -> AsyncIterator[ClientSession]:

@@ -61,21 +61,23 @@ def non_lifo_cause(
     """Cause of a ``non_lifo_exit`` of ``record`` while ``innermost`` is still entered above it."""
     if task_scope(record):
         # The task's own scope (anyio's per-task scope) ends: the task's body returned.
-        if innermost.asyncgen_frame and not frames.managed_generator(innermost.asyncgen_frame):
+        if innermost.asyncgen_frame and not _managed(innermost):
             # ... after advancing a generator that is suspended inside a scope: a step task.
             return semconv.CAUSE_PER_STEP_TASK
         return semconv.CAUSE_TASK_RETURNED
     if not innermost.asyncgen_frame or innermost.asyncgen_frame == record.asyncgen_frame:
         return semconv.CAUSE_EXIT_ORDER
-    if frames.managed_generator(innermost.asyncgen_frame) or (
-        record.asyncgen_frame and frames.driven_by_contextlib(exit_frame)
-    ):
+    if _managed(innermost) or (record.asyncgen_frame and frames.driven_by_contextlib(exit_frame)):
         # Context managers (``@asynccontextmanager``) finished by contextlib's __aexit__ in
         # the wrong order: exit stacks closed first-in-first-out.
         return semconv.CAUSE_EXIT_ORDER
     if record.asyncgen_frame:
         return semconv.CAUSE_INTERLEAVED_GENERATORS
     return semconv.CAUSE_ASYNCGEN_SUSPENDED
+
+
+def _managed(record: ScopeRecord) -> bool:
+    return frames.managed_generator(record.asyncgen_frame, record.asyncgen)
 
 
 def task_scope(record: ScopeRecord) -> bool:

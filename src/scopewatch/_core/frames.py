@@ -53,9 +53,10 @@ spares ``frame.f_lineno``, which decodes the line table on every access."""
 
 
 _MANAGED_LIMIT = 1024
-_managed: dict[int, None] = {}
-"""``id()`` of async generator frames seen driven by ``contextlib`` (``@asynccontextmanager``)
-when a scope was entered in them; a generator seen advanced otherwise is dropped again."""
+_managed: dict[int, str] = {}
+"""``id()`` -> ``__qualname__`` of async generator frames seen driven by ``contextlib``
+(``@asynccontextmanager``) when a scope was entered or exited in them (bounded; the name tells
+a reused id apart)."""
 
 
 def add_internal_package(module_file: str | None) -> None:
@@ -128,7 +129,7 @@ def capture(frame: FrameType | None, depth: int) -> tuple[Frames, str, int]:
             if not asyncgen_frame and code.co_flags & _ASYNC_GENERATOR:
                 asyncgen = qualname(code)
                 asyncgen_frame = id(frame)
-                _note_driver(frame)
+                _note_driver(frame, asyncgen)
             if len(kept) >= depth:
                 break
         elif info[1] == _BOUNDARY:
@@ -137,23 +138,21 @@ def capture(frame: FrameType | None, depth: int) -> tuple[Frames, str, int]:
     return tuple(kept), asyncgen, asyncgen_frame
 
 
-def _note_driver(frame: FrameType) -> None:
+def _note_driver(frame: FrameType, name: str) -> None:
     caller = frame.f_back
     if caller is not None and caller.f_code.co_filename == _CONTEXTLIB_FILE:
         if len(_managed) >= _MANAGED_LIMIT:
             _managed.pop(next(iter(_managed), 0), None)
-        _managed[id(frame)] = None
-    elif _managed:
-        _managed.pop(id(frame), None)
+        _managed[id(frame)] = name
 
 
-def managed_generator(frame_id: int) -> bool:
-    """Whether the async generator running ``frame_id`` was entered as a context manager.
+def managed_generator(frame_id: int, name: str) -> bool:
+    """Whether the async generator ``name`` running ``frame_id`` was entered as a context manager.
 
-    Known for generators a scope was entered in (``ScopeRecord.asyncgen_frame``): ``contextlib``
-    drove it (``@asynccontextmanager``), not ``async for`` / ``__anext__``.
+    Known for generators a scope was entered in (``ScopeRecord.asyncgen_frame``/``asyncgen``):
+    ``contextlib`` drove it (``@asynccontextmanager``), not ``async for`` / ``__anext__``.
     """
-    return frame_id in _managed
+    return bool(frame_id) and _managed.get(frame_id) == name
 
 
 def driven_by_contextlib(frame: FrameType | None) -> bool:

@@ -172,6 +172,10 @@ def _generator(violation: Violation) -> Hint | None:
         cause == semconv.CAUSE_LOOP_CLOSED and violation.asyncgen
     ):
         return None
+    if violation.asyncgen_managed and not app_generator(violation.enter_frames):
+        # A library's context manager (``stdio_client``) kept open by the application, on an
+        # exit stack or an object, and closed elsewhere: the client's lifetime is the bug.
+        return OTHER_TASK
     if _generator_holds_group(violation):
         return GENERATOR_TASK_GROUP
     if cause == semconv.CAUSE_INTERLEAVED_GENERATORS:

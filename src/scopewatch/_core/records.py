@@ -44,6 +44,8 @@ class Violation:
     exit_frames: Frames
     detail: str = ""
     """An extra sentence for the explanation (e.g. where a cancellation was delivered)."""
+    asyncgen_managed: bool = False
+    """The async generator is run by ``contextlib`` (an ``@asynccontextmanager``), not iterated."""
 
 
 @dataclass(slots=True, eq=False)

@@ -322,6 +322,7 @@ class ScopeTracker:
                 enter_frames=record.frames if enter_frames is None else enter_frames,
                 exit_frames=exit_frames,
                 detail=detail,
+                asyncgen_managed=frames.managed_generator(record.asyncgen_frame, record.asyncgen),
             )
         )
 
