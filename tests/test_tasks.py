@@ -290,6 +290,51 @@ def test_semantics_are_unchanged(instrument):
     asyncio.run(main())
 
 
+def done_callbacks_scenario() -> list[object]:
+    """Done callbacks added, removed, raising and added late: what the program observes."""
+    seen: list[object] = []
+
+    def note(label: str):
+        def callback(task: asyncio.Task[int]) -> None:
+            seen.append((label, task.result()))
+
+        return callback
+
+    def raises(task: asyncio.Task[int]) -> None:
+        raise KeyError("from a callback")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda loop, ctx: seen.append(repr(ctx["exception"])))
+        first, second, again = note("first"), note("second"), note("again")
+        removed = asyncio.create_task(child(1))
+        removed.add_done_callback(first)
+        removed.add_done_callback(second)
+        removed.add_done_callback(first)
+        seen.append(("removed", removed.remove_done_callback(first)))
+        seen.append(await removed)
+        kept = asyncio.create_task(child(2))
+        kept.add_done_callback(raises)
+        kept.add_done_callback(again)
+        seen.append(await kept)
+        await asyncio.sleep(0)
+        kept.add_done_callback(first)  # already done: scheduled at once
+        seen.append(("none there", kept.remove_done_callback(second)))
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    return seen
+
+
+def test_done_callbacks_behave_as_without_scopewatch(instrument):
+    expected = done_callbacks_scenario()
+    telemetry = instrument()
+    assert done_callbacks_scenario() == expected
+    assert expected[0] == ("removed", 2)
+    (ok,) = telemetry.points(semconv.METRIC_TASKS)  # each task counted once
+    assert ok.value == 2 + 3  # the two tasks, then asyncio.run's main and shutdown tasks
+
+
 def test_unretrieved_exception_is_still_logged_by_asyncio(instrument):
     """Reading the outcome must not mark the exception as retrieved."""
     instrument()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from scopewatch import semconv
 from scopewatch._core import attribution, cancels, frames
 from scopewatch._core.task_codes import MISSING, CodeInfo, TaskCodes, Unwrap
+from scopewatch._core.task_ends import RECORD_ATTRIBUTE
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
     from scopewatch._core.records import CancelInfo, ScopeRecord, Violation
 
 PY311 = sys.version_info >= (3, 11)
-RECORD_ATTRIBUTE = "_scopewatch_record"
-"""Slot of scopewatch's own ``Task`` subclass holding the task's record."""
 
 
 class TaskRecord:
@@ -155,6 +154,12 @@ class TaskTracker:
         self._codes = self._task_codes.cache
         self._foreign: weakref.WeakKeyDictionary[Any, TaskRecord] = weakref.WeakKeyDictionary()
         self._current_context = sink.current_context
+        self.counts: dict[str, int] = {}
+        """Outcome -> tasks ended (``scopewatch.tasks``); the telemetry's own dict once set."""
+        self.slow = float("inf")
+        """``SLOW_THRESHOLD``: a longer task is anomalous."""
+        self.quick = False
+        """A normal end needs nothing but a count (no measurement of every task asked for)."""
 
     # --- creation ---------------------------------------------------------------------------
 

@@ -13,12 +13,14 @@ the same treatment. Coroutines are never wrapped: ``task.get_coro()`` is the use
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from scopewatch import semconv
 from scopewatch._core import cancels, frames
-from scopewatch._core.tasks import RECORD_ATTRIBUTE, TaskRecord, TaskTracker
+from scopewatch._core.task_ends import RECORD_ATTRIBUTE, carry, ended
+from scopewatch._core.tasks import TaskRecord, TaskTracker
 from scopewatch._safety import Part
 from scopewatch.instrumentation import _scope_state
 from scopewatch.instrumentation._patching import when_imported
@@ -50,13 +52,42 @@ _live = False
 _originals: list[tuple[Any, str, Any]] = []
 _cells: list[tuple[Any, Any]] = []
 _ABSENT: Any = object()
+_add_done_callback = asyncio.Task.add_done_callback
+_remove_done_callback = asyncio.Task.remove_done_callback
+_partial = functools.partial
+CARRIER_ATTRIBUTE = "_scopewatch_carrier"
 
 
 class Task(asyncio.Task):  # type: ignore[type-arg]
-    """``asyncio.Task`` that tells scopewatch who calls ``cancel()``; otherwise identical."""
+    """``asyncio.Task`` that tells scopewatch who calls ``cancel()``; otherwise identical.
 
-    __slots__ = (RECORD_ATTRIBUTE,)
+    Its own done callback (:func:`~scopewatch._core.task_ends.ended`) rides in the first done
+    callback anyone else adds, so a task costs the loop one callback handle, not two.
+    """
+
+    __slots__ = (RECORD_ATTRIBUTE, CARRIER_ATTRIBUTE)
     _scopewatch_record: TaskRecord
+    _scopewatch_carrier: Any
+
+    def add_done_callback(self, fn: Any, *, context: Any = None) -> None:
+        """Add ``fn``; the first one added also carries scopewatch's own done callback."""
+        if _remove_done_callback(self, ended):
+            carrier = _partial(carry, fn)
+            self._scopewatch_carrier = carrier
+            _add_done_callback(self, carrier, context=context)
+        else:
+            _add_done_callback(self, fn, context=context)
+
+    def remove_done_callback(self, fn: Any) -> int:
+        """Remove ``fn`` (scopewatch's own callback stays, on its own again if it rode with it)."""
+        carrier = getattr(self, CARRIER_ATTRIBUTE, None)
+        if carrier is not None and carrier.args[0] == fn:
+            self._scopewatch_carrier = None
+            removed = _remove_done_callback(self, carrier)
+            if removed:
+                _add_done_callback(self, ended)
+            return removed + _remove_done_callback(self, fn)
+        return _remove_done_callback(self, fn)
 
     def cancel(self, msg: Any = None) -> bool:
         """Note the request (caller, reason, where this task is suspended), then cancel."""
@@ -121,6 +152,9 @@ def install(runtime: Runtime) -> None:
     )
     tracker.on_error = PART.fail
     tracker.bound_reached = warn_bound_reached
+    tracker.counts = runtime.instruments.task_counts
+    tracker.slow = settings.slow_threshold
+    tracker.quick = settings.durations != "all"
     runtime.instruments.set_untracked(semconv.UNTRACKED_TASK, lambda: tracker.untracked)
     _telemetry, _tracker, _live = telemetry, tracker, telemetry.live_spans
     runtime.extras["tasks"] = tracker
@@ -129,16 +163,18 @@ def install(runtime: Runtime) -> None:
     if scopes is not None:
         scopes.task_cancel_info = tracker.cancel_info
     PART.reset()
+    from scopewatch.instrumentation import _task_loops  # it builds on this module's pieces
+
     loop_class = asyncio.BaseEventLoop
-    wrap = _base_create_task if KNOWN_CREATE_TASK else _wrapping_create_task
+    wrap = _base_create_task if KNOWN_CREATE_TASK else _task_loops.wrapping_create_task
     _patch(loop_class, "create_task", wrap(loop_class.__dict__["create_task"]))
-    _patch(loop_class, "close", _close(loop_class.__dict__["close"]))
+    _patch(loop_class, "close", _task_loops.close_wrapper(loop_class.__dict__["close"]))
     factory = getattr(asyncio, "eager_task_factory", None)
     closure = getattr(factory, "__closure__", None)
     if closure and closure[0].cell_contents is asyncio.Task:
         _cells.append((closure[0], asyncio.Task))
         closure[0].cell_contents = _EagerTask
-    when_imported("uvloop", _patch_uvloop)
+    when_imported("uvloop", _task_loops.patch_uvloop)
     when_imported("anyio", _anyio_is_library)
 
 
@@ -206,9 +242,10 @@ def _register(task: Any, record: TaskRecord) -> None:
     try:
         if isinstance(task, Task):
             setattr(task, RECORD_ATTRIBUTE, record)
+            _add_done_callback(task, ended)
         else:
             tracker.remember_foreign(task, record)
-        task.add_done_callback(record.done)
+            task.add_done_callback(record.done)
         tracker.active += 1
     except Exception as error:
         PART.fail(error)
@@ -297,25 +334,8 @@ def _base_create_task(original: Any) -> Any:
         if source_traceback:
             del source_traceback[-1]
         task._scopewatch_record = record
-        task.add_done_callback(record.done)
+        _add_done_callback(task, ended)
         tracker.active += 1
-        return task
-
-    create_task.__doc__ = original.__doc__
-    return create_task
-
-
-def _generic_create_task(original: Any) -> Any:
-    """``create_task`` of a loop class that is not a ``BaseEventLoop`` (uvloop)."""
-
-    def create_task(self: Any, coro: Any, *, name: Any = None, context: Any = None) -> Any:
-        if self.get_task_factory() is not None or self.is_closed():
-            return _through(original, self, coro, name, context)
-        record = _begin(coro, self)
-        if record is None:
-            return _call(original, self, coro, name, context)
-        task = _built(record, context, lambda: _new_task(self, coro, name, context))
-        _register(task, record)
         return task
 
     create_task.__doc__ = original.__doc__
@@ -344,52 +364,3 @@ def _through(original: Any, loop: Any, coro: Any, name: Any, context: Any) -> An
     else:
         _discard(record)
     return task
-
-
-def _wrapping_create_task(original: Any) -> Any:
-    """``create_task`` of an untested Python: call it unchanged, then track the task."""
-
-    def create_task(self: Any, coro: Any, **kwargs: Any) -> Any:
-        record = _begin(coro, self)
-        if record is None:
-            return original(self, coro, **kwargs)
-        task = _built(record, kwargs.get("context"), lambda: original(self, coro, **kwargs))
-        _register(task, record)
-        return task
-
-    create_task.__doc__ = original.__doc__
-    return create_task
-
-
-# --- loop close -----------------------------------------------------------------------------
-
-
-def _close(original: Any) -> Any:
-    def close(self: Any) -> None:
-        if _tracker is not None and PART.enabled and not self.is_running() and not self.is_closed():
-            try:
-                _loop_closing(self)
-            except Exception as error:
-                PART.fail(error)
-        original(self)
-
-    close.__doc__ = original.__doc__
-    return close
-
-
-def _loop_closing(loop: Any) -> None:
-    tracker = _tracker
-    if tracker is not None:
-        tracker.loop_closing(loop)
-    scopes = _scope_state.tracker
-    if scopes is not None and not isinstance(loop, asyncio.base_events.BaseEventLoop):
-        scopes.close_loop(loop)  # BaseEventLoop's own close hook (loop_hooks) does it otherwise
-
-
-def _patch_uvloop(module: ModuleType) -> None:
-    loop_class = getattr(module, "Loop", None)
-    if _tracker is None or loop_class is None or "create_task" in loop_class.__dict__:
-        return
-    wrap = _generic_create_task if KNOWN_CREATE_TASK else _wrapping_create_task
-    _patch(loop_class, "create_task", wrap(loop_class.create_task))
-    _patch(loop_class, "close", _close(loop_class.close))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ from scopewatch.telemetry.locks import add_held_at_end_events
 from scopewatch.telemetry.scopes import report_violation
 
 if TYPE_CHECKING:
-    import contextvars
+    from collections.abc import Callable
 
     from opentelemetry.trace import Span, SpanContext, Tracer
 
@@ -33,6 +34,7 @@ class TaskTelemetry:
         self._runtime = runtime
         self._tracer = runtime.tracer
         _sdk_calls.on_provider_shutdown(runtime, self._use_tracer)
+        self.current_context = _current_context_reader()
         self._durations = runtime.instruments.task_duration
         self._counts = runtime.instruments.task_counts
         """Outcome -> tasks ended (``scopewatch.tasks``): a plain count, no SDK call."""
@@ -56,8 +58,9 @@ class TaskTelemetry:
 
     # --- TaskSink ---------------------------------------------------------------------------
 
-    current_context = staticmethod(context.get_current)
-    """The context current now (OpenTelemetry's own function: one call on the hot path)."""
+    current_context: Callable[[], Any] = staticmethod(context.get_current)
+    """The context current now: OpenTelemetry's own function, or the ``ContextVar.get`` it
+    reads when the runtime context is the SDK's default one (no Python frame per task)."""
 
     def current_span_context(self) -> SpanContext | None:
         """The calling code's recording span context, if any."""
@@ -262,3 +265,18 @@ class TaskTelemetry:
             span.set_status(
                 Status(StatusCode.ERROR, type(error).__name__ if error is not None else None)
             )
+
+
+def _current_context_reader() -> Callable[[], Any]:
+    """``context.get_current``, or the same read without its two Python frames.
+
+    OpenTelemetry's default runtime context keeps the current context in one ``ContextVar``
+    (with the empty context as its default); any other runtime context is called as is.
+    """
+    runtime_context = getattr(context, "_RUNTIME_CONTEXT", None)
+    variable = getattr(runtime_context, "_current_context", None)
+    if type(runtime_context).__name__ == "ContextVarsRuntimeContext" and isinstance(
+        variable, contextvars.ContextVar
+    ):
+        return variable.get
+    return context.get_current
