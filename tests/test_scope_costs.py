@@ -9,6 +9,7 @@ trio's own scopes are never counted. Real SDK: a span processor counts every spa
 from __future__ import annotations
 
 import asyncio
+import inspect
 import sys
 from typing import Any
 
@@ -259,3 +260,42 @@ def test_scope_cancelled_from_outside_is_anomalous(instrument):
     (span,) = telemetry.spans()
     assert span.attributes[semconv.CANCEL_ORIGIN] == semconv.ORIGIN_EXTERNAL
     assert duration_keys(telemetry) == {(semconv.SPAN_ASYNCIO_TIMEOUT, semconv.OUTCOME_CANCELLED)}
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_self_contained_library_scopes_are_not_even_tracked(instrument, backend, monkeypatch):
+    """Checkpoints, a task group's wait and sleeps enter scopes no user code runs in."""
+    from scopewatch.instrumentation import _closed_scopes
+    from scopewatch.instrumentation import _scope_state as state
+
+    instrumented(instrument)
+    tracker = state.tracker
+    assert tracker is not None
+    entered: list[tuple[str, bool]] = []
+    original = tracker.enter
+
+    def spy(obj: Any, kind: str, user: bool, *args: Any, **kwargs: Any) -> Any:
+        entered.append((kind, user))
+        return original(obj, kind, user, *args, **kwargs)
+
+    monkeypatch.setattr(tracker, "enter", spy)
+
+    async def main() -> None:
+        await anyio.lowlevel.cancel_shielded_checkpoint()
+        await anyio.sleep(0)
+        async with anyio.create_task_group() as tg:  # user scope; its wait scope is anyio's
+            tg.start_soon(anyio.sleep, 0)
+        entered.append(("marker", True))
+
+    anyio.run(main, backend=backend)
+    before = entered[: entered.index(("marker", True))]
+    user_kinds = [kind for kind, user in before if user]
+    assert user_kinds == [semconv.SPAN_ANYIO_TASK_GROUP]
+    assert _closed_scopes.is_closed(
+        inspect.unwrap(anyio.lowlevel.cancel_shielded_checkpoint).__code__
+    )
+    # anyio's per-task scope of the child stays tracked (a task returning inside a user scope
+    # is a violation committed through it); trio's system nurseries too; nothing else
+    internal = [kind for kind, user in before if not user]
+    assert internal.count(semconv.SPAN_ANYIO_CANCEL_SCOPE) == 1
+    assert set(internal) <= {semconv.SPAN_ANYIO_CANCEL_SCOPE, semconv.SPAN_TRIO_NURSERY}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -48,9 +48,16 @@ class Violation:
     """The async generator is run by ``contextlib`` (an ``@asynccontextmanager``), not iterated."""
 
 
-@dataclass(slots=True, eq=False)
 class ScopeRecord:
-    """A scope between enter and exit (strongly holds the scope object meanwhile)."""
+    """A scope between enter and exit (strongly holds the scope object meanwhile).
+
+    Built on every scope enter, so it is as cheap as Python allows: the facts every scope has
+    are slots set by ``__init__``; the rest (a cancel request, violations, a span, the
+    parent context) default to class attributes and land in the instance ``__dict__`` only
+    for the scopes that have them. Compared by identity.
+    """
+
+    __slots__ = ("__dict__", "frames", "kind", "obj", "start", "task", "task_name", "user")
 
     obj: object
     kind: str
@@ -59,21 +66,61 @@ class ScopeRecord:
     task: Any
     """The asyncio task that entered it."""
     task_name: str
-    start_ns: int
-    """Wall clock at enter, ``time.time_ns()``."""
     start: float
     """Monotonic clock at enter, ``time.perf_counter()``."""
     frames: Frames
+    start_ns: int = 0
+    """Wall clock at enter (``time.time_ns()``); ``0`` until the telemetry derives it."""
     asyncgen: str = ""
     asyncgen_frame: int = 0
     """``id()`` of the async generator frame the scope was entered in, ``0`` if none."""
     timeout: float | None = None
     shield: bool = False
     cancel: CancelInfo | None = None
-    violations: list[Violation] = field(default_factory=list)
+    violations: tuple[Violation, ...] = ()
+    """Violations of this scope, in order (replaced, never appended to: the default is shared)."""
     parent_context: Any = None
     """OpenTelemetry context current at enter (opaque here)."""
     span: Any = None
     """The live span in ``all`` mode (opaque here)."""
     context_token: Any = None
     attached_context: Any = None
+
+    def __init__(
+        self,
+        obj: object,
+        kind: str,
+        user: bool,
+        task: Any,
+        task_name: str,
+        start_ns: int,
+        start: float,
+        frames: Frames,
+        asyncgen: str = "",
+        asyncgen_frame: int = 0,
+        timeout: float | None = None,
+        shield: bool = False,
+    ) -> None:
+        self.obj = obj
+        self.kind = kind
+        self.user = user
+        self.task = task
+        self.task_name = task_name
+        self.start = start
+        self.frames = frames
+        if start_ns:
+            self.start_ns = start_ns
+        if asyncgen_frame:
+            self.asyncgen = asyncgen
+            self.asyncgen_frame = asyncgen_frame
+        if timeout is not None:
+            self.timeout = timeout
+        if shield:
+            self.shield = shield
+
+    def add_violation(self, violation: Violation) -> None:
+        """Append ``violation``."""
+        self.violations = (*self.violations, violation)
+
+    def __repr__(self) -> str:
+        return f"<ScopeRecord {self.kind} of {self.task_name!r} at {id(self.obj):#x}>"

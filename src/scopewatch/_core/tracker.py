@@ -10,9 +10,10 @@ tasks, read through :mod:`scopewatch._core.task_adapters`.
 from __future__ import annotations
 
 import functools
+import math
 import time
 import weakref
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from scopewatch import semconv
@@ -37,25 +38,8 @@ class ExitFacts:
     """The exception leaving the scope (raised by the exit or passed through it), if any."""
 
 
-_time_ns = time.time_ns
 _perf_counter = time.perf_counter
-_POSITIONAL_FIELDS = (
-    "obj",
-    "kind",
-    "user",
-    "task",
-    "task_name",
-    "start_ns",
-    "start",
-    "frames",
-    "asyncgen",
-    "asyncgen_frame",
-    "timeout",
-    "shield",
-)
-"""The leading fields of :class:`ScopeRecord`, in the order ``enter`` passes them."""
-if tuple(f.name for f in fields(ScopeRecord))[: len(_POSITIONAL_FIELDS)] != _POSITIONAL_FIELDS:
-    raise ImportError("ScopeRecord's leading fields changed: update ScopeTracker.enter")
+_capture = frames.capture
 
 
 def _derived(source: CancelInfo, kind: str) -> CancelInfo:
@@ -75,7 +59,12 @@ class ScopeSink(Protocol):
     """Receives the facts; implemented by the telemetry layer."""
 
     def entered(self, record: ScopeRecord) -> None:
-        """A scope was entered."""
+        """A scope was entered (called only when the sink's ``spans_at_enter`` is true).
+
+        A sink may also offer ``context_now()`` (the context to keep as the later span's
+        parent), ``ok_counts`` (the dict where the tracker counts normal ends itself, not
+        calling :meth:`exited`) and ``slow`` (seconds past which every end is reported).
+        """
 
     def exited(self, record: ScopeRecord, facts: ExitFacts) -> None:
         """A scope was exited (``record.violations`` holds any violation of this exit)."""
@@ -85,6 +74,10 @@ class ScopeSink(Protocol):
 
     def current_span_context(self) -> Any:
         """The recording span context of the calling task, for cancel links, or ``None``."""
+
+
+def _no_context() -> None:
+    return None
 
 
 class _TaskScopes:
@@ -116,6 +109,17 @@ class ScopeTracker:
         """Who called ``Task.cancel()`` on a task (set by the tasks feature)."""
         self._by_scope: dict[int, ScopeRecord] = {}
         self._by_task: dict[int, _TaskScopes] = {}
+        self.by_scope = self._by_scope
+        """``id(scope)`` -> record of every entered scope (wrappers read it directly)."""
+        self.spans_at_enter = bool(getattr(sink, "spans_at_enter", True))
+        """Whether the sink wants :meth:`ScopeSink.entered` (it starts spans at enter)."""
+        self.context_now: Callable[[], Any] = getattr(sink, "context_now", _no_context)
+        """The current OpenTelemetry context, kept as the parent of a span made later."""
+        self.ok_counts: dict[tuple[str, str], int] | None = getattr(sink, "ok_counts", None)
+        """``(kind, "ok")`` -> user scopes that ended normally, counted here with no call to
+        the sink; ``None``: every exit goes to the sink (it has spans or durations to make)."""
+        self.slow: float = getattr(sink, "slow", math.inf)
+        """Seconds past which a scope is anomalous however it ended."""
         self._loose_cancels = LooseCancels()
         """Cancels of scopes not entered (exited already, or not yet entered)."""
 
@@ -132,24 +136,28 @@ class ScopeTracker:
         shield: bool = False,
         task_name: str | None = None,
     ) -> ScopeRecord | None:
-        """Record that ``task`` entered ``obj`` in ``frame`` (``task_name``: for trio tasks)."""
-        if len(self._by_scope) >= self.max_tracked:
+        """Record that ``task`` entered ``obj`` in ``frame`` (``task_name``: for trio tasks).
+
+        The hot path of every scope: facts only (no span, no attribute dict); the wall-clock
+        start is derived at export, from the monotonic one, for the scopes that need it.
+        """
+        by_scope = self._by_scope
+        if len(by_scope) >= self.max_tracked:
             self.untracked += 1
             if self.untracked == 1 and self.bound_reached is not None:
                 self.bound_reached(semconv.UNTRACKED_SCOPE, self.max_tracked)
             return None
         if self.stack_depth:
-            captured, asyncgen, asyncgen_frame = frames.capture(frame, self.stack_depth)
+            captured, asyncgen, asyncgen_frame = _capture(frame, self.stack_depth)
         else:
             captured, asyncgen, asyncgen_frame = (), "", 0
-        # Positional: a slotted dataclass takes keywords at twice the cost (~250 ns here).
         record = ScopeRecord(
             obj,
             kind,
             user,
             task,
             task.get_name() if task_name is None else task_name,
-            _time_ns(),
+            0,
             _perf_counter(),
             captured,
             asyncgen,
@@ -161,10 +169,12 @@ class ScopeTracker:
         if entry is None or entry.task_ref() is not task:
             entry = self._scopes_of(task)
         entry.records.append(record)
-        self._by_scope[id(obj)] = record
+        by_scope[id(obj)] = record
         if self._loose_cancels:
             record.cancel = self._loose_cancels.take(obj)
-        self.sink.entered(record)
+        record.parent_context = self.context_now()
+        if self.spans_at_enter:
+            self.sink.entered(record)
         return record
 
     def _scopes_of(self, task: Any) -> _TaskScopes:
@@ -311,7 +321,7 @@ class ScopeTracker:
         enter_frames: frames.Frames | None = None,
     ) -> None:
         exit_frames, _, _ = frames.capture(frame, max(self.stack_depth, 1))
-        record.violations.append(
+        record.add_violation(
             Violation(
                 kind=kind,
                 cause=cause,
@@ -324,6 +334,37 @@ class ScopeTracker:
                 detail=detail,
                 asyncgen_managed=frames.managed_generator(record.asyncgen_frame, record.asyncgen),
             )
+        )
+
+    def exit_ok(
+        self,
+        record: ScopeRecord,
+        exit_task: Any,
+        scope: object,
+        read_facts: Callable[[Any], tuple[bool, bool, Iterable[object]]],
+        exit_name: str | None = None,
+    ) -> None:
+        """A scope :meth:`exit_begin` returned ended with no error and no caught cancellation.
+
+        The common case is a dict increment (user scopes) or nothing (anyio's own); the sink
+        hears only of slow or violated scopes, or of every one when it makes spans or
+        durations for all.
+        """
+        counts = self.ok_counts
+        if (
+            counts is not None
+            and not record.violations
+            and _perf_counter() - record.start <= self.slow
+        ):
+            if record.user:
+                key = (record.kind, semconv.OUTCOME_OK)
+                counts[key] = counts.get(key, 0) + 1
+            return
+        cancel_called = read_facts(scope)[0]
+        if exit_name is None:
+            exit_name = exit_task.get_name() if exit_task is not None else ""
+        self.sink.exited(
+            record, ExitFacts(exit_name, semconv.OUTCOME_OK, cancel_called, False, None)
         )
 
     def finish(self, record: ScopeRecord, facts: ExitFacts) -> None:
@@ -395,5 +436,5 @@ class ScopeTracker:
             exit_frames=(),
             detail=detail,
         )
-        record.violations.append(violation)
+        record.add_violation(violation)
         self.sink.leaked(record, violation)

@@ -81,6 +81,26 @@ def _current_task_function() -> Callable[[], Any]:
 current_task = _current_task_function()
 
 
+def _task_of_loop_function() -> Callable[[Any], Any]:
+    """``task_of_loop(loop)``: the task running in ``loop`` (a C call on every Python).
+
+    Wrappers inline ``loop = running_loop()`` and, when it is not ``None``,
+    ``task_of_loop(loop)``, the same answer as :func:`current_task` without its Python frame.
+    """
+    from asyncio import tasks
+
+    if isinstance(asyncio.current_task, types.BuiltinFunctionType):
+        return asyncio.current_task  # 3.12+: C, and given the loop it never raises
+    table = getattr(tasks, "_current_tasks", None)
+    if isinstance(table, dict):
+        return table.get
+    return lambda loop: _safe_current_task()
+
+
+task_of_loop = _task_of_loop_function()
+running_loop: Callable[[], Any] = asyncio.events._get_running_loop
+
+
 ScopeFacts = Callable[[Any], tuple[bool, bool, Iterable[object]]]
 """Reads ``(cancel_called, cancelled_caught, enclosing scopes innermost first)`` off a scope."""
 

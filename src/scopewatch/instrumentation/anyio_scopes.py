@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from scopewatch import semconv
 from scopewatch._core import frames
+from scopewatch.instrumentation import _closed_scopes
 from scopewatch.instrumentation import _scope_state as state
 from scopewatch.instrumentation._patching import factory_kinds, when_imported
 
@@ -29,17 +30,21 @@ if TYPE_CHECKING:
 BACKEND = "anyio._backends._asyncio"
 _PENDING_LIMIT = 4096
 _CONTEXTLIB_FILE = contextlib.__file__
+_code_info = frames._code_info
 
 _active = False
 _originals: dict[str, Any] = {}
 _patched: Any = None
-_pending: dict[int, tuple[Callable[[], object], str, bool]] = {}
-"""Scopes created through the public API but not yet entered: id -> (weak reference to the
-scope, kind, user). Weak: a scope created and never entered must not be kept (anyio scopes
-that cannot be weakly referenced, 4.14 and 4.15, are held strongly, boundedly)."""
-_api_kinds: dict[int, tuple[CodeType, str]] = {}
-"""``id(code)`` of anyio's scope factories -> ``(code, kind)`` (ids: hashing code is slow)."""
-_task_group_aenter: CodeType | None = None
+_pending: dict[int, tuple[Callable[[], object], str]] = {}
+"""Scopes ``move_on_after``/``move_on_at`` made, not yet entered: id -> (weak reference to the
+scope, kind). Weak: a scope created and never entered must not be kept (anyio scopes that
+cannot be weakly referenced, 4.14 and 4.15, are held strongly, boundedly)."""
+_pending_kinds: dict[int, tuple[CodeType, str]] = {}
+"""``id(code)`` of the factories that return a scope to their caller -> ``(code, kind)``
+(ids: hashing a code object is slow)."""
+_enter_kinds: dict[int, tuple[CodeType, str]] = {}
+"""``id(code)`` of anyio functions that enter a scope for their caller -> ``(code, kind)``:
+``fail_after``/``fail_at`` (context managers) and a task group's ``__aenter__``."""
 _task_group_aexit: CodeType | None = None
 _task_done: CodeType | None = None
 """``TaskGroup._spawn.<locals>.task_done``: anyio's callback when a child task ends."""
@@ -74,7 +79,7 @@ def _on_import(module: ModuleType) -> None:
 
 
 def _patch(module: ModuleType) -> None:
-    global _patched, _task_group_aenter, _task_group_aexit, _task_done, _deadline_callback
+    global _patched, _task_group_aexit, _task_done, _deadline_callback
     import anyio
 
     frames.add_internal_package(anyio.__file__)
@@ -86,13 +91,25 @@ def _patch(module: ModuleType) -> None:
         cancel=scope_class.cancel,
         create_cancel_scope=backend_class.__dict__["create_cancel_scope"],
     )
-    _api_kinds.clear()
-    _api_kinds.update(api_kinds())
-    _task_group_aenter = module.TaskGroup.__aenter__.__code__
+    kinds = api_kinds()
+    factories = {semconv.SPAN_ANYIO_MOVE_ON_AFTER, semconv.SPAN_ANYIO_MOVE_ON_AT}
+    _pending_kinds.clear()
+    _pending_kinds.update({key: entry for key, entry in kinds.items() if entry[1] in factories})
+    _enter_kinds.clear()
+    _enter_kinds.update(
+        {
+            key: entry
+            for key, entry in kinds.items()
+            if entry[1] in (semconv.SPAN_ANYIO_FAIL_AFTER, semconv.SPAN_ANYIO_FAIL_AT)
+        }
+    )
+    aenter = module.TaskGroup.__aenter__.__code__
+    _enter_kinds[id(aenter)] = (aenter, semconv.SPAN_ANYIO_TASK_GROUP)
     _task_group_aexit = module.TaskGroup.__aexit__.__code__
     spawn = getattr(module.TaskGroup, "_spawn", None)
     _task_done = _nested_code(spawn.__code__, "task_done") if spawn is not None else None
     _deadline_callback = scope_class._timeout.__code__
+    _closed_scopes.watch()
     _wrap(scope_class, backend_class)
     _patched = (scope_class, backend_class)
 
@@ -124,48 +141,92 @@ def api_kinds() -> dict[int, tuple[CodeType, str]]:
 
 
 def _wrap(scope_class: type, backend_class: type) -> None:
-    original_enter = _originals["__enter__"]
-    original_exit = _originals["__exit__"]
-    original_cancel = _originals["cancel"]
-    original_create = _originals["create_cancel_scope"].__func__
+    scope_class.__enter__ = _enter_wrapper(_originals["__enter__"])  # type: ignore[attr-defined]
+    scope_class.__exit__ = _exit_wrapper(_originals["__exit__"])  # type: ignore[attr-defined]
+    scope_class.cancel = _cancel_wrapper(_originals["cancel"])  # type: ignore[attr-defined]
+    create = _create_wrapper(_originals["create_cancel_scope"].__func__)
+    backend_class.create_cancel_scope = classmethod(create)  # type: ignore[attr-defined]
+
+
+def _create_wrapper(original_create: Callable[..., Any]) -> Callable[..., Any]:
     part = state.PART
+    getframe = sys._getframe
+    pending_kinds = _pending_kinds
 
     def create_cancel_scope(cls: type, *args: Any, **kwargs: Any) -> Any:
         scope = original_create(cls, *args, **kwargs)
         if part.enabled:
-            try:
-                _remember_kind(scope, sys._getframe(1))
-            except Exception as error:
-                part.fail(error)
+            code = getframe(1).f_code
+            kind = pending_kinds.get(id(code))
+            if kind is not None and kind[0] is code:
+                try:
+                    _remember_kind(scope, kind[1])
+                except Exception as error:
+                    part.fail(error)
         return scope
+
+    return create_cancel_scope
+
+
+def _enter_wrapper(original_enter: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    part = state.PART
+    getframe = sys._getframe
+    closed = _closed_scopes.codes
 
     def __enter__(self: Any) -> Any:
         result = original_enter(self)
         if part.enabled:
-            try:
-                _on_enter(self, sys._getframe(1))
-            except Exception as error:
-                part.fail(error)
+            frame = getframe(1)
+            code = frame.f_code
+            if closed.get(id(code)) is not code:  # a self-contained library scope: untracked
+                try:
+                    _on_enter(self, frame)
+                except Exception as error:
+                    part.fail(error)
         return result
 
+    return __enter__
+
+
+def _exit_wrapper(original_exit: Callable[..., Any]) -> Callable[..., Any]:
+    part = state.PART
+    getframe = sys._getframe
+    running_loop = state.running_loop
+    task_of_loop = state.task_of_loop
+    facts = _facts
+
     def __exit__(self: Any, exc_type: Any, exc_val: Any, exc_tb: Any) -> Any:
-        record = None
         tracker = state.tracker
-        task = state.current_task()
-        if part.enabled and tracker is not None:
-            try:
-                record = tracker.exit_begin(self, task, sys._getframe(1))
-            except Exception as error:
-                part.fail(error)
+        if tracker is None or id(self) not in tracker.by_scope or not part.enabled:
+            return original_exit(self, exc_type, exc_val, exc_tb)
+        record = None
+        loop = running_loop()
+        task = task_of_loop(loop) if loop is not None else None
+        try:
+            record = tracker.exit_begin(self, task, getframe(1))
+        except Exception as error:
+            part.fail(error)
         if record is None:
             return original_exit(self, exc_type, exc_val, exc_tb)
         try:
             suppressed = original_exit(self, exc_type, exc_val, exc_tb)
         except BaseException as raised:
-            state.finish_exit(self, record, task, raised, _facts)
+            state.finish_exit(self, record, task, raised, facts)
             raise
-        state.finish_exit(self, record, task, None if suppressed else exc_val, _facts)
+        if exc_val is None:
+            try:
+                tracker.exit_ok(record, task, self, facts)
+            except Exception as error:
+                part.fail(error)
+        else:
+            state.finish_exit(self, record, task, None if suppressed else exc_val, facts)
         return suppressed
+
+    return __exit__
+
+
+def _cancel_wrapper(original_cancel: Callable[..., Any]) -> Callable[..., Any]:
+    part = state.PART
 
     def cancel(self: Any, *args: Any, **kwargs: Any) -> Any:
         if part.enabled:
@@ -175,34 +236,18 @@ def _wrap(scope_class: type, backend_class: type) -> None:
                 part.fail(error)
         return original_cancel(self, *args, **kwargs)
 
-    scope_class.__enter__ = __enter__  # type: ignore[attr-defined]
-    scope_class.__exit__ = __exit__  # type: ignore[attr-defined]
-    scope_class.cancel = cancel  # type: ignore[attr-defined]
-    backend_class.create_cancel_scope = classmethod(create_cancel_scope)  # type: ignore[attr-defined]
+    return cancel
 
 
-def _remember_kind(scope: object, frame: FrameType | None) -> None:
-    kind = None
-    for _ in range(8):
-        if frame is None:
-            break
-        code = frame.f_code
-        api_kind = _api_kinds.get(id(code))
-        if api_kind is not None and api_kind[0] is code:
-            kind = api_kind[1]
-        elif code.co_filename != _CONTEXTLIB_FILE:
-            break
-        frame = frame.f_back
-    if kind is None:
-        return
-    user = frame is not None and not frames.is_internal(frame.f_code)
+def _remember_kind(scope: object, kind: str) -> None:
+    """Keep the kind of a scope ``move_on_after``/``move_on_at`` made, until it is entered."""
     if len(_pending) >= _PENDING_LIMIT:
         _pending.pop(next(iter(_pending), 0), None)  # another thread may have emptied it
     try:
         ref: Callable[[], object] = weakref.ref(scope)
     except TypeError:
         ref = functools.partial(_same, scope)
-    _pending[id(scope)] = (ref, kind, user)
+    _pending[id(scope)] = (ref, kind)
 
 
 def _same(scope: object) -> object:
@@ -210,25 +255,45 @@ def _same(scope: object) -> object:
 
 
 def _on_enter(scope: Any, frame: FrameType) -> None:
+    """Track a scope entered outside the self-contained library sites.
+
+    The kind comes from the factory that made it (``move_on_*``), or from the function that
+    entered it (``fail_*``, a task group's ``__aenter__``); the scope is the user's when the
+    first frame past those (and contextlib's) is not library code.
+    """
     tracker = state.tracker
     # anyio's own __enter__ just stored the current task there; asking again costs a call.
     task = getattr(scope, "_host_task", None) or state.current_task()
     if tracker is None or task is None:
         return
-    pending = _pending.pop(id(scope), None)
-    if pending is not None and pending[0]() is scope:
-        _, kind, user = pending
-    elif frame.f_code is _task_group_aenter:
-        kind = semconv.SPAN_ANYIO_TASK_GROUP
-        caller = frame.f_back
-        user = caller is not None and not frames.is_internal(caller.f_code)
-    else:
-        kind, user = semconv.SPAN_ANYIO_CANCEL_SCOPE, False
-    deadline = scope.deadline
+    kind = None
+    if _pending:
+        pending = _pending.pop(id(scope), None)
+        if pending is not None and pending[0]() is scope:
+            kind = pending[1]
+    caller: FrameType | None = frame
+    for _ in range(8):  # fail_after -> contextlib -> fail_at -> contextlib -> the caller
+        if caller is None:
+            break
+        code = caller.f_code
+        entering = _enter_kinds.get(id(code))
+        if entering is not None and entering[0] is code:
+            kind = entering[1]  # the outermost one is what the caller asked for
+        elif code.co_filename != _CONTEXTLIB_FILE:
+            break
+        caller = caller.f_back
+    user = False
+    if caller is not None:
+        code = caller.f_code
+        info = _code_info.get(id(code))  # frames.is_internal, without its call
+        user = not (info[1] if info is not None and info[0] is code else frames.is_internal(code))
+    deadline = scope._deadline
     timeout = None
     if deadline != math.inf:
         timeout = max(0.0, deadline - task.get_loop().time())
-    tracker.enter(scope, kind, user, task, frame, timeout, scope.shield)
+    tracker.enter(
+        scope, kind or semconv.SPAN_ANYIO_CANCEL_SCOPE, user, task, frame, timeout, scope._shield
+    )
 
 
 def _on_cancel(scope: Any, frame: FrameType, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 _PENDING_LIMIT = 4096
+_code_info = frames._code_info
 _originals: list[tuple[type, str, Any]] = []
 _pending_kinds: dict[int, tuple[weakref.ref[Any], str]] = {}
 """``asyncio.timeout()`` objects not yet entered: id -> (weak reference, kind). Weak: one
@@ -115,27 +116,36 @@ def _aenter(original: Callable[..., Any], kind_of: Callable[[Any], str]) -> Call
 
 def _on_enter(scope: Any, kind: str, frame: Any) -> None:
     tracker = state.tracker
-    task = state.current_task()
+    loop = state.running_loop()
+    task = state.task_of_loop(loop) if loop is not None else None
     if tracker is None or task is None:
         return
-    when = scope.when() if hasattr(scope, "when") else None
-    timeout = None if when is None else max(0.0, when - task.get_loop().time())
-    user = not frames.is_internal(frame.f_code)
+    timeout = None
+    if kind != semconv.SPAN_ASYNCIO_TASK_GROUP:
+        when = scope.when()
+        timeout = None if when is None else max(0.0, when - loop.time())
+    code = frame.f_code
+    info = _code_info.get(id(code))  # frames.is_internal, without its call
+    user = not (info[1] if info is not None and info[0] is code else frames.is_internal(code))
     tracker.enter(scope, kind, user, task, frame, timeout)
 
 
 def _aexit(original: Callable[..., Any], read_facts: state.ScopeFacts) -> Callable[..., Any]:
     part = state.PART
+    running_loop = state.running_loop
+    task_of_loop = state.task_of_loop
 
     async def __aexit__(self: Any, exc_type: Any, exc_val: Any, exc_tb: Any) -> Any:
-        record = None
         tracker = state.tracker
-        task = state.current_task()
-        if part.enabled and tracker is not None:
-            try:
-                record = tracker.exit_begin(self, task, sys._getframe(1))
-            except Exception as error:
-                part.fail(error)
+        if tracker is None or id(self) not in tracker.by_scope or not part.enabled:
+            return await original(self, exc_type, exc_val, exc_tb)
+        record = None
+        loop = running_loop()
+        task = task_of_loop(loop) if loop is not None else None
+        try:
+            record = tracker.exit_begin(self, task, sys._getframe(1))
+        except Exception as error:
+            part.fail(error)
         if record is None:
             return await original(self, exc_type, exc_val, exc_tb)
         try:
@@ -143,7 +153,13 @@ def _aexit(original: Callable[..., Any], read_facts: state.ScopeFacts) -> Callab
         except BaseException as raised:
             state.finish_exit(self, record, task, raised, read_facts)
             raise
-        state.finish_exit(self, record, task, None if suppressed else exc_val, read_facts)
+        if exc_val is None:
+            try:
+                tracker.exit_ok(record, task, self, read_facts)
+            except Exception as error:
+                part.fail(error)
+        else:
+            state.finish_exit(self, record, task, None if suppressed else exc_val, read_facts)
         return suppressed
 
     return __aexit__

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from scopewatch import semconv
 from scopewatch._core import frames, task_adapters
+from scopewatch.instrumentation import _closed_scopes
 from scopewatch.instrumentation import _scope_state as state
 from scopewatch.instrumentation import _trio_cancels as cancels
 from scopewatch.instrumentation._patching import Patches, factory_kinds, when_imported
@@ -122,6 +123,7 @@ def _patch(trio: ModuleType) -> None:
     if runner is not None:
         frames.add_boundary(runner.__code__)
     task_adapters.register(trio.lowlevel.Task, _TrioTasks())
+    _closed_scopes.watch()
     _creators.clear()
     _creators.update(
         factory_kinds(
@@ -213,7 +215,7 @@ def _enter(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
         if part.enabled:
             try:
                 frame = cancels.caller(sys._getframe(1))
-                if frame is not None:
+                if frame is not None and not _closed_scopes.is_closed(frame.f_code):
                     _on_enter(self, frame)
             except Exception as error:
                 part.fail(error)
@@ -253,7 +255,7 @@ def _close(original: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
 
     def _close(self: Any, exc: Any) -> Any:
         tracker = state.tracker
-        if tracker is None or not part.enabled:
+        if tracker is None or id(self) not in tracker.by_scope or not part.enabled:
             return original(self, exc)
         record = task = parents = None
         try:
@@ -266,12 +268,18 @@ def _close(original: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
         if record is None:
             return original(self, exc)
         name = task.name if task is not None else ""
-        facts = _facts_reader(parents)
+        facts = _facts_reader(parents) if parents is not None else _plain_facts
         try:
             remaining = original(self, exc)
         except BaseException as raised:
             state.finish_exit(self, record, task, raised, facts, name)
             raise
+        if exc is None and remaining is None:
+            try:
+                tracker.exit_ok(record, task, self, facts, name)
+            except Exception as error:
+                part.fail(error)
+            return remaining
         # ``remaining`` is what leaves the scope: None, ``exc``, or trio's own RuntimeError
         # ("Cancel scope stack corrupted"), which gets the violation's note.
         state.finish_exit(self, record, task, remaining, facts, name)
@@ -294,6 +302,11 @@ def _parents(status: Any) -> Iterator[object]:
         if scope is not None:
             yield scope
         status = status.parent
+
+
+def _plain_facts(scope: Any) -> tuple[bool, bool, tuple[()]]:
+    """The facts of a scope exited without an exception (no enclosing scope to name)."""
+    return scope.cancel_called, scope.cancelled_caught, ()
 
 
 def _facts_reader(parent_status: Any) -> state.ScopeFacts:

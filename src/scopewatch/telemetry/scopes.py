@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import sys
 import time
@@ -61,6 +62,31 @@ def code_attributes(record: ScopeRecord) -> dict[str, Any]:
     }
 
 
+def wall_start_ns(record: ScopeRecord) -> int:
+    """Wall-clock enter time of ``record``, derived once from its monotonic start."""
+    if not record.start_ns:
+        elapsed = time.perf_counter() - record.start
+        record.start_ns = time.time_ns() - int(elapsed * 1e9)
+    return record.start_ns
+
+
+def _context_getter() -> Callable[[], Any]:
+    """The cheapest equivalent of ``opentelemetry.context.get_current``.
+
+    With the SDK's default runtime context (a ``ContextVar``) that is the variable's own
+    ``get``; any other runtime context is asked through the API.
+    """
+    from opentelemetry.context import contextvars_context
+
+    runtime_context = getattr(context, "_RUNTIME_CONTEXT", None)
+    variable = getattr(runtime_context, "_current_context", None)
+    if type(runtime_context) is contextvars_context.ContextVarsRuntimeContext and isinstance(
+        variable, contextvars.ContextVar
+    ):
+        return variable.get
+    return context.get_current
+
+
 def _current_task() -> Any:
     """The running asyncio task, else the running trio task, else ``None``."""
     try:
@@ -89,6 +115,15 @@ class ScopeTelemetry:
         self._anomalies = settings.spans == "anomalies"
         self._slow = settings.slow_threshold
         self._all_durations = settings.durations == "all"
+        self.spans_at_enter = self._all
+        """The tracker calls :meth:`entered` only in ``all`` mode (a span starts at enter)."""
+        self.context_now = _context_getter()
+        self.slow = self._slow
+        self.ok_counts = (
+            None if self._all or self._all_durations else runtime.instruments.scope_counts
+        )
+        """Where the tracker counts normal ends itself (no call here): not when every scope
+        is a span or a measurement."""
         self._notes = settings.exception_notes and sys.version_info >= (3, 11)
         self._duration_attributes: dict[tuple[str, str], dict[str, str]] = {}
 
@@ -99,14 +134,16 @@ class ScopeTelemetry:
     # --- ScopeSink --------------------------------------------------------------------------
 
     def entered(self, record: ScopeRecord) -> None:
-        """Start the span in ``all`` mode; otherwise remember the parent for later."""
-        current = context.get_current()
-        record.parent_context = current
-        if not (self._all and record.user):
+        """Start the span of a user scope (``all`` mode; the tracker kept the parent context)."""
+        if not record.user:
             return
+        current = record.parent_context
         try:
             span = self._tracer.start_span(
-                record.kind, context=current, kind=SpanKind.INTERNAL, start_time=record.start_ns
+                record.kind,
+                context=current,
+                kind=SpanKind.INTERNAL,
+                start_time=wall_start_ns(record),
             )
         except Exception as error:
             _sdk_calls.start_failed(error)
@@ -173,7 +210,7 @@ class ScopeTelemetry:
                 record.kind,
                 context=record.parent_context,
                 kind=SpanKind.INTERNAL,
-                start_time=record.start_ns,
+                start_time=wall_start_ns(record),
                 links=links,
             )
         except Exception as error:
