@@ -271,6 +271,24 @@ class ScopeTracker:
 
     # --- exit -------------------------------------------------------------------------------
 
+    def pop_innermost(self, record: ScopeRecord, obj: object, exit_task: Any) -> bool:
+        """Take ``record`` (of ``obj``) off if ``exit_task`` entered it and it is innermost.
+
+        Such an exit cannot be a violation, so nothing is recorded before the library's own
+        exit runs; ``False``: nothing was changed, :meth:`exit_begin` decides.
+        """
+        if record.obj is not obj or exit_task is not record.task:
+            return False
+        entry = self._by_task.get(id(exit_task))
+        if entry is None:
+            return False
+        stack = entry.records
+        if not stack or stack[-1] is not record:
+            return False
+        stack.pop()
+        self._by_scope.pop(id(obj), None)
+        return True
+
     def exit_begin(
         self, obj: object, exit_task: Any, frame: FrameType | None
     ) -> ScopeRecord | None:

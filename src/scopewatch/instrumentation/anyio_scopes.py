@@ -13,6 +13,7 @@ import contextlib
 import functools
 import math
 import sys
+import time
 import types
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -193,19 +194,27 @@ def _exit_wrapper(original_exit: Callable[..., Any]) -> Callable[..., Any]:
     getframe = sys._getframe
     running_loop = state.running_loop
     task_of_loop = state.task_of_loop
+    perf_counter = time.perf_counter
     facts = _facts
+    ok = semconv.OUTCOME_OK
 
     def __exit__(self: Any, exc_type: Any, exc_val: Any, exc_tb: Any) -> Any:
         tracker = state.tracker
-        if tracker is None or id(self) not in tracker.by_scope or not part.enabled:
+        if tracker is None or not part.enabled:
             return original_exit(self, exc_type, exc_val, exc_tb)
-        record = None
+        record = tracker.by_scope.get(id(self))
+        if record is None:
+            return original_exit(self, exc_type, exc_val, exc_tb)
         loop = running_loop()
         task = task_of_loop(loop) if loop is not None else None
+        lifo = False
         try:
-            record = tracker.exit_begin(self, task, getframe(1))
+            lifo = tracker.pop_innermost(record, self, task)
+            if not lifo:
+                record = tracker.exit_begin(self, task, getframe(1))
         except Exception as error:
             part.fail(error)
+            record = None
         if record is None:
             return original_exit(self, exc_type, exc_val, exc_tb)
         try:
@@ -213,13 +222,19 @@ def _exit_wrapper(original_exit: Callable[..., Any]) -> Callable[..., Any]:
         except BaseException as raised:
             state.finish_exit(self, record, task, raised, facts)
             raise
-        if exc_val is None:
-            try:
-                tracker.exit_ok(record, task, self, facts)
-            except Exception as error:
-                part.fail(error)
-        else:
+        if exc_val is not None:
             state.finish_exit(self, record, task, None if suppressed else exc_val, facts)
+            return suppressed
+        try:
+            counts = tracker.ok_counts
+            if lifo and counts is not None and perf_counter() - record.start <= tracker.slow:
+                if record.user:  # what ScopeTracker.exit_ok does, without its call
+                    key = (record.kind, ok)
+                    counts[key] = counts.get(key, 0) + 1
+            else:
+                tracker.exit_ok(record, task, self, facts)
+        except Exception as error:
+            part.fail(error)
         return suppressed
 
     return __exit__
