@@ -435,7 +435,13 @@ def test_json_keys_are_stable(instrument: Any, tmp_path: Path) -> None:
         "time_unix_nano",
         "span",
     }
-    assert set(data["violations"][0]["enter"]) == {"label", "task", "location", "stack"}
+    assert set(data["violations"][0]["enter"]) == {
+        "label",
+        "task",
+        "location",
+        "app_location",
+        "stack",
+    }
     assert set(data["summary"]) >= {"violations", "violations_by_kind", "cancellations", "spans"}
 
 

@@ -31,6 +31,12 @@ from scopewatch.export import FileMetricExporter, FileSpanExporter
 SCOPEWATCH = [sys.executable, "-m", "scopewatch.cli"]
 MCP_SESSION = semconv.SPAN_SESSION_PREFIX + semconv.SESSION_KIND_MCP_CLIENT_SESSION
 REAL = 3
+SOURCE = Path(__file__).read_text().splitlines()
+
+
+def line_of(marker: str) -> int:
+    """The line of this file that carries ``# <marker>``."""
+    return next(n for n, text in enumerate(SOURCE, start=1) if text.endswith(f"# {marker}"))
 
 
 def _server() -> MCPServer:
@@ -54,7 +60,8 @@ async def _connect_here_close_there() -> tuple[str, BaseException | None]:
 
             async def connect() -> ClientSession:
                 stack.enter_context(anyio.CancelScope())
-                session = await stack.enter_async_context(ClientSession(*client_streams))
+                client = ClientSession(*client_streams)
+                session = await stack.enter_async_context(client)  # enter:session
                 await session.initialize()
                 return session
 
@@ -83,6 +90,7 @@ def _report(path: Path, *args: str) -> str:
         capture_output=True,
         text=True,
         timeout=60,
+        cwd=path.parent,  # this test file is outside it: its paths are shown in full
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -150,7 +158,13 @@ def test_report_counts_each_violation_once(run: tuple[Any, list[str]], tmp_path:
     assert sum(row["count"] for row in data["violation_counts"]) == REAL
     (session,) = data["sessions"]["spans"]
     assert session["violations"] == 2  # its own and its task group's (the scope came before)
+    # the task group mcp entered: the application's line first, then the library's
+    (group,) = [v for v in data["violations"] if v["scope_kind"] == semconv.SPAN_ANYIO_TASK_GROUP]
+    app, library = group["enter"]["app_location"], group["enter"]["location"]
+    assert app == f"{__file__}:{line_of('enter:session')}"
+    assert "/mcp/" in library
     text = _report(path, "--color", "never")
+    assert f"entered in task 'connector' at {app} (library: {library})" in text
     assert f"Violations ({REAL})" in text
     assert f"scopewatch: {REAL} violations (" in text
 
@@ -168,10 +182,14 @@ def test_html_report_lists_each_violation_once(run: tuple[Any, list[str]], tmp_p
         browser.send("Page.navigate", url=page.as_uri())
         browser.wait_for_event("Page.loadEventFired")
         assert browser.evaluate("document.body.dataset.ready") == "true"
-        entries = browser.evaluate("document.querySelectorAll('#violation-list li').length")
+        entries = browser.evaluate(
+            "[...document.querySelectorAll('#violation-list li')].map(li => li.innerText)"
+        )
     finally:
         browser.close()
-    assert entries == REAL
+    assert len(entries) == REAL
+    app = f"{__file__}:{line_of('enter:session')}"
+    assert any(f"at {app} (library: " in entry.replace("\n", " ") for entry in entries), entries
 
 
 def test_a_copy_in_a_0_2_file_is_not_counted_again() -> None:

@@ -86,6 +86,14 @@ def _code_location(attributes: dict[str, Any]) -> str:
     return f"{path}:{line}" if line is not None else str(path)
 
 
+def app_location(value: Any) -> str:
+    """``file:line`` of a ``scopewatch.enter.app`` / ``exit.app`` value (``file:line in f``)."""
+    text = str(value or "")
+    where, _, _ = text.partition(" in ")
+    path, _, line = where.rpartition(":")
+    return where if path and line.isdigit() else ""
+
+
 ROLE_LABELS: dict[str, tuple[str, str]] = {
     semconv.KIND_CANCEL_SWALLOWED: ("swallowed in task", "cancelled by task"),
 }
@@ -125,12 +133,14 @@ def _violation(span: Span, facts: dict[str, Any], time_ns: int) -> dict[str, Any
             "label": enter_label,
             "task": str(enter_task),
             "location": _location(enter_stack) or _code_location(attributes),
+            "app_location": app_location(attributes.get(semconv.ENTER_APP)),
             "stack": enter_stack,
         },
         "exit": {
             "label": exit_label,
             "task": str(exit_task),
             "location": _location(exit_stack),
+            "app_location": app_location(attributes.get(semconv.EXIT_APP)),
             "stack": exit_stack,
         },
         "message": str(facts.get(semconv.EXCEPTION_MESSAGE) or ""),

@@ -145,7 +145,7 @@ def _violations(report: dict[str, Any], style: _Style, lines: list[str]) -> None
         for role in (enter, exit_):
             if role is exit_ and not (exit_["task"] or exit_["stack"]):
                 continue
-            where = f" at {_short_location(role['location'])}" if role["location"] else ""
+            where = _where(role)
             lines.append(f"     {role['label']:<{width}} {style.cyan(repr(role['task']))}{where}")
             _stack(style, lines, role["stack"])
         if item["asyncgen"]:
@@ -157,6 +157,15 @@ def _violations(report: dict[str, Any], style: _Style, lines: list[str]) -> None
         span = item["span"]
         lines.append(style.dim(f"     trace {span['trace_id']} span {span['span_id']}"))
     lines.append("")
+
+
+def _where(role: dict[str, Any]) -> str:
+    """`` at app.py:3 (library: mcp/client/session.py:475)``: the application's line first."""
+    app, location = role.get("app_location", ""), role["location"]
+    if app and app != location:
+        library = f" (library: {_short_location(location)})" if location else ""
+        return f" at {_short_location(app)}{library}"
+    return f" at {_short_location(location)}" if location else ""
 
 
 def _subject(item: dict[str, Any]) -> str:
