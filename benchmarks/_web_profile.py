@@ -1,7 +1,8 @@
 """Profile the web stack's server with py-spy under load; print where scopewatch's time goes.
 
 ``python -m benchmarks._web_profile [--variant default] [--seconds 20]`` starts the server of
-``bench_web`` (same launcher and environment) under ``py-spy record`` (install py-spy into the
+``bench_web`` (same environment; the launcher's ``sitecustomize`` put on the path directly)
+under ``py-spy record`` (install py-spy into the
 venv first; it needs ptrace, which it has over a child it spawns), loads it from a separate
 process, then reads py-spy's collapsed stacks and prints: the share of samples with any
 scopewatch frame on the stack, and the scopewatch functions by inclusive and by self samples.
@@ -28,6 +29,12 @@ def _is_scopewatch(frame: str) -> bool:
     return "scopewatch/" in frame or "scopewatch\\" in frame
 
 
+def _function(frame: str) -> str:
+    """``name (path:line)`` -> ``name (path)``: one entry per function, not per line."""
+    name, _, location = frame.rpartition(" (")
+    return f"{name} ({location.rsplit(':', 1)[0]})" if name else frame
+
+
 def summarize(collapsed: str, top: int) -> str:
     """The report for py-spy's ``raw`` (collapsed) output."""
     total = 0
@@ -39,7 +46,7 @@ def summarize(collapsed: str, top: int) -> str:
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        frames = stack.split(";")
+        frames = [_function(frame) for frame in stack.split(";")]
         total += count
         ours = [frame for frame in frames if _is_scopewatch(frame)]
         if ours:
@@ -52,7 +59,9 @@ def summarize(collapsed: str, top: int) -> str:
         return "no samples"
     lines = [
         f"samples: {total}; with a scopewatch frame on the stack: {with_scopewatch} "
-        f"({with_scopewatch / total:.1%})",
+        f"({with_scopewatch / total:.1%}; inclusive of the wrapped originals' own time)",
+        f"samples in scopewatch's own code (leaf frame, C calls it makes included): "
+        f"{sum(self_samples.values()) / total:.1%}",
         "",
         f"top {top} scopewatch functions, inclusive (share of all samples):",
     ]
@@ -60,6 +69,20 @@ def summarize(collapsed: str, top: int) -> str:
     lines += ["", f"top {top} scopewatch functions, self:"]
     lines += [f"  {count / total:6.1%}  {frame}" for frame, count in self_samples.most_common(top)]
     return "\n".join(lines)
+
+
+def _launched_environment(variant: str, endpoint: str) -> dict[str, str]:
+    """``bench_web``'s environment plus what ``opentelemetry-instrument`` adds before it execs.
+
+    py-spy loses a process that execs, so the server is started as the launcher would leave
+    it: the auto-instrumentation directory (its ``sitecustomize``) first on ``PYTHONPATH``.
+    """
+    from opentelemetry.instrumentation import auto_instrumentation
+
+    environment = bench_web._environment(variant, endpoint)
+    directory = str(Path(auto_instrumentation.__file__).resolve().parent)
+    environment["PYTHONPATH"] = os.pathsep.join([directory, environment["PYTHONPATH"]])
+    return environment
 
 
 def main() -> None:
@@ -84,7 +107,6 @@ def main() -> None:
             str(output),
             *(["--native"] if args.native else []),
             "--",
-            bench_web._launcher(),
             common.python_executable(),
             "-m",
             "benchmarks._web_stack",
@@ -95,12 +117,17 @@ def main() -> None:
             stdout=subprocess.PIPE,
             text=True,
             cwd=bench_web.ROOT,
-            env=bench_web._environment(args.variant, receiver.endpoint),
+            env=_launched_environment(args.variant, receiver.endpoint),
             start_new_session=True,
         )
         try:
             assert server.stdout is not None
-            port = server.stdout.readline().strip()
+            port = ""
+            while not port.isdigit():  # py-spy prints its own lines first
+                line = server.stdout.readline()
+                if not line:
+                    raise RuntimeError("the server did not start")
+                port = line.strip()
             time.sleep(1.0)
             subprocess.run(
                 [
