@@ -91,6 +91,20 @@ def hint(violation: Violation) -> str:
     return HINTS.get(violation.cause) or HINTS.get(violation.kind, "")
 
 
+def fix_in(explanation: str) -> str:
+    """The ``fix:`` hint of an explanation made by :func:`explain` (``""`` if it has none).
+
+    Reports built from spans show the hint chosen for the code's shape, the note's own.
+    """
+    for line in explanation.splitlines():
+        if line.startswith(_FIX):
+            return line[len(_FIX) :]
+    return ""
+
+
+_FIX = "  fix: "
+
+
 def explain(violation: Violation) -> str:
     """A multi-line explanation naming both tasks, both locations, the generator and the cause."""
     subject = "task's cancellation" if violation.kind == semconv.KIND_CANCEL_SWALLOWED else "scope"
@@ -119,7 +133,7 @@ def explain(violation: Violation) -> str:
         lines.append(f"  {violation.detail}")
     fix = hint(violation)
     if fix:
-        lines.append(f"  fix: {fix}")
+        lines.append(f"{_FIX}{fix}")
     rule = hints.lint_rule(violation)
     if rule:
         lines.append(f"  lint: {rule}")

@@ -12,7 +12,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from scopewatch import semconv
-from scopewatch._core.explain import CAUSE_TEXT, HINTS, KIND_TEXT
+from scopewatch._core.explain import CAUSE_TEXT, HINTS, KIND_TEXT, fix_in
 
 if TYPE_CHECKING:
     from scopewatch.report.model import Event, Point, Span
@@ -103,9 +103,13 @@ and the task that asked for it (and where)."""
 DEFAULT_LABELS = ("entered in task", "exited in task")
 
 
-def hint_for(kind: str, cause: str) -> str:
-    """The one-line fix hint of ``scopewatch._core.explain`` for a cause, else for the kind."""
-    return HINTS.get(cause) or HINTS.get(kind, "")
+def hint_for(kind: str, cause: str, explanation: object = "") -> str:
+    """The fix hint of the violation's explanation, else the one for the cause or the kind.
+
+    The explanation's hint was chosen for the code's shape (``scopewatch._core.hints``).
+    """
+    fix = fix_in(explanation) if isinstance(explanation, str) else ""
+    return fix or HINTS.get(cause) or HINTS.get(kind, "")
 
 
 def _violation(span: Span, facts: dict[str, Any], time_ns: int) -> dict[str, Any]:
@@ -126,7 +130,7 @@ def _violation(span: Span, facts: dict[str, Any], time_ns: int) -> dict[str, Any
         "kind_text": KIND_TEXT.get(kind, ""),
         "cause": cause,
         "cause_text": CAUSE_TEXT.get(cause, "") if cause != semconv.CAUSE_UNKNOWN else "",
-        "hint": hint_for(kind, cause),
+        "hint": hint_for(kind, cause, facts.get(semconv.EXCEPTION_MESSAGE)),
         "scope_kind": str(attributes.get(semconv.SCOPE_KIND) or span.name),
         "asyncgen": str(facts.get(semconv.ASYNCGEN) or attributes.get(semconv.ASYNCGEN) or ""),
         "enter": {
