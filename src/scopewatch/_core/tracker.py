@@ -110,6 +110,11 @@ class ScopeTracker:
         self._by_scope: dict[int, ScopeRecord] = {}
         self._by_task: dict[int, _TaskScopes] = {}
         self.by_scope = self._by_scope
+        self._last_capture: tuple[Any, Any, tuple[frames.Frames, str, int]] = (
+            None,
+            None,
+            ((), "", 0),
+        )
         """``id(scope)`` -> record of every entered scope (wrappers read it directly)."""
         self.spans_at_enter = bool(getattr(sink, "spans_at_enter", True))
         """Whether the sink wants :meth:`ScopeSink.entered` (it starts spans at enter)."""
@@ -147,8 +152,18 @@ class ScopeTracker:
             if self.untracked == 1 and self.bound_reached is not None:
                 self.bound_reached(semconv.UNTRACKED_SCOPE, self.max_tracked)
             return None
-        if self.stack_depth:
-            captured, asyncgen, asyncgen_frame = _capture(frame, self.stack_depth)
+        if self.stack_depth and frame is not None:
+            # A loop entering scopes at one place walks the same stack each time: keep the
+            # last capture for the same frame, instruction and caller (frame and instruction).
+            back = frame.f_back
+            key = (id(frame), frame.f_lasti, id(back), back.f_lasti if back is not None else -1)
+            last = self._last_capture
+            if last[0] == key and last[1] is frame.f_code:
+                captured, asyncgen, asyncgen_frame = last[2]
+            else:
+                taken = _capture(frame, self.stack_depth)
+                self._last_capture = (key, frame.f_code, taken)
+                captured, asyncgen, asyncgen_frame = taken
         else:
             captured, asyncgen, asyncgen_frame = (), "", 0
         record = ScopeRecord(

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 _PENDING_LIMIT = 4096
+_TIMEOUT_CREATED: Any = None
+"""``asyncio.timeouts._State.CREATED``: a timeout not entered yet."""
 _code_info = frames._code_info
 _originals: list[tuple[type, str, Any]] = []
 _pending_kinds: dict[int, tuple[weakref.ref[Any], str]] = {}
@@ -42,10 +44,18 @@ def _install() -> None:
     group_class = asyncio.taskgroups.TaskGroup
     timeout_code = asyncio.timeouts.timeout.__code__
     _patch(timeout_class, "__init__", _timeout_init(timeout_class.__init__, timeout_code))
-    _patch(timeout_class, "__aenter__", _aenter(timeout_class.__aenter__, _timeout_kind))
+    global _TIMEOUT_CREATED
+    _TIMEOUT_CREATED = getattr(getattr(asyncio.timeouts, "_State", None), "CREATED", None)
+    _patch(
+        timeout_class,
+        "__aenter__",
+        _aenter(timeout_class.__aenter__, _timeout_kind, _timeout_will_enter),
+    )
     _patch(timeout_class, "__aexit__", _aexit(timeout_class.__aexit__, _timeout_facts))
     _patch(timeout_class, "_on_timeout", _on_timeout(timeout_class.__dict__["_on_timeout"]))
-    _patch(group_class, "__aenter__", _aenter(group_class.__aenter__, _group_kind))
+    _patch(
+        group_class, "__aenter__", _aenter(group_class.__aenter__, _group_kind, _group_will_enter)
+    )
     _patch(group_class, "__aexit__", _aexit(group_class.__aexit__, _group_facts))
     _patch(group_class, "_abort", _abort(group_class.__dict__["_abort"]))
     if "cancel" in group_class.__dict__:  # 3.15+ (gh-108951); its _abort() call comes second
@@ -99,26 +109,50 @@ def _timeout_init(original: Callable[..., None], timeout_code: Any) -> Callable[
     return __init__
 
 
-def _aenter(original: Callable[..., Any], kind_of: Callable[[Any], str]) -> Callable[..., Any]:
-    part = state.PART
+def _aenter(
+    original: Callable[..., Any],
+    kind_of: Callable[[Any], str],
+    will_enter: Callable[[Any, Any], bool],
+) -> Callable[..., Any]:
+    """``__aenter__`` recording the enter as it is called, no coroutine of its own.
 
-    async def __aenter__(self: Any) -> Any:
-        result = await original(self)
+    asyncio's ``__aenter__`` of a timeout or task group never suspends and fails only on
+    conditions ``will_enter(scope, loop)`` checks first; ``async with`` awaits it at once, so
+    no other code runs between the record and the enter. When the check fails, the original
+    raises as it would, and nothing is recorded.
+    """
+    part = state.PART
+    getframe = sys._getframe
+    running_loop = state.running_loop
+    task_of_loop = state.task_of_loop
+
+    def __aenter__(self: Any) -> Any:
         if part.enabled:
+            loop = running_loop()
+            task = task_of_loop(loop) if loop is not None else None
             try:
-                _on_enter(self, kind_of(self), sys._getframe(1))
+                if task is not None and will_enter(self, loop):
+                    _on_enter(self, kind_of(self), getframe(1), task, loop)
             except Exception as error:
                 part.fail(error)
-        return result
+        return original(self)
 
     return __aenter__
 
 
-def _on_enter(scope: Any, kind: str, frame: Any) -> None:
+def _timeout_will_enter(timeout: Any, loop: Any) -> bool:
+    del loop
+    return getattr(timeout, "_state", None) is _TIMEOUT_CREATED
+
+
+def _group_will_enter(group: Any, loop: Any) -> bool:
+    own_loop = getattr(group, "_loop", loop)
+    return getattr(group, "_entered", True) is False and (own_loop is None or own_loop is loop)
+
+
+def _on_enter(scope: Any, kind: str, frame: Any, task: Any, loop: Any) -> None:
     tracker = state.tracker
-    loop = state.running_loop()
-    task = state.task_of_loop(loop) if loop is not None else None
-    if tracker is None or task is None:
+    if tracker is None:
         return
     timeout = None
     if kind != semconv.SPAN_ASYNCIO_TASK_GROUP:
