@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 _PENDING_LIMIT = 4096
 _WALK_LIMIT = 10
 _CONTEXTLIB_FILE = contextlib.__file__
+_code_info = frames._code_info
 
 _active = False
 _patches = Patches()
@@ -195,7 +196,7 @@ def _remember_kind(scope: object, frame: FrameType | None) -> None:
         elif code.co_filename != _CONTEXTLIB_FILE:
             break
         frame = frame.f_back
-    internal = frame is None or frames.is_internal(frame.f_code)
+    internal = frame is None or _internal(frame.f_code)
     if kind is None and via_anyio:
         kind = semconv.SPAN_ANYIO_CANCEL_SCOPE
     if kind is None:
@@ -207,16 +208,28 @@ def _remember_kind(scope: object, frame: FrameType | None) -> None:
     _pending[id(scope)] = (scope, kind, not internal)
 
 
+def _internal(code: CodeType) -> bool:
+    """``frames.is_internal`` with its cache read inline (the hot path asks per scope)."""
+    info = _code_info.get(id(code))
+    return bool(info[1]) if info is not None and info[0] is code else frames.is_internal(code)
+
+
 def _enter(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
     part = state.PART
+    getframe = sys._getframe
+    closed = _closed_scopes.codes
 
     def __enter__(self: Any) -> Any:
         result = original(self)
         if part.enabled:
             try:
-                frame = cancels.caller(sys._getframe(1))
-                if frame is not None and not _closed_scopes.is_closed(frame.f_code):
-                    _on_enter(self, frame)
+                frame: FrameType | None = getframe(1)
+                if frame is not None and frame.f_code.co_filename == cancels.ki_file:
+                    frame = cancels.caller(frame)
+                if frame is not None:
+                    code = frame.f_code
+                    if closed.get(id(code)) is not code:  # a self-contained trio scope
+                        _on_enter(self, frame)
             except Exception as error:
                 part.fail(error)
         return result
@@ -234,17 +247,22 @@ def _on_enter(scope: Any, frame: FrameType) -> None:
     elif frame.f_code is _anyio_enter:  # an anyio scope created before instrumenting
         caller = frame.f_back
         kind = semconv.SPAN_ANYIO_CANCEL_SCOPE
-        user = caller is not None and not frames.is_internal(caller.f_code)
-    elif frames.is_internal(frame.f_code):
+        user = caller is not None and not _internal(caller.f_code)
+    elif _internal(frame.f_code):
         return
     else:  # created before instrumenting
         kind, user = semconv.SPAN_TRIO_CANCEL_SCOPE, True
     task = _current_task()
     if task is None:
         return
-    deadline = scope.deadline
+    deadline = getattr(scope, "_deadline", None)
+    if deadline is None:
+        deadline = scope.deadline
     timeout = None if deadline == math.inf else max(0.0, deadline - _trio.current_time())
-    tracker.enter(scope, kind, user, task, frame, timeout, scope.shield, task.name)
+    shield = getattr(scope, "_shield", None)
+    if shield is None:
+        shield = scope.shield
+    tracker.enter(scope, kind, user, task, frame, timeout, shield, task.name)
 
 
 # --- exit ----------------------------------------------------------------------------------------
