@@ -20,13 +20,14 @@ from scopewatch import semconv
 from scopewatch._core.anomaly import anomalous
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from scopewatch._core.records import CancelInfo
 
 PY311 = sys.version_info >= (3, 11)
 RECORD_ATTRIBUTE = "_scopewatch_record"
-"""Slot of scopewatch's own ``Task`` subclass holding the task's record."""
+"""Slot of scopewatch's own ``Task`` subclass holding the task's record, once it has one."""
+FACTS_ATTRIBUTE = "_scopewatch_facts"
+"""Slot of scopewatch's ``Task`` holding its creation facts until a record is made from them
+(or it ended normally: then ``None``, and no record was ever made)."""
 _perf_counter = time.perf_counter
 
 OK = semconv.OUTCOME_OK
@@ -50,40 +51,47 @@ def task_anomalous(outcome: str, cancel: CancelInfo | None, duration: float, slo
     return anomalous(outcome, cancel, duration, slow)
 
 
-def carry(callback: Callable[[Any], object] | None, task: Any) -> None:
-    """Note that ``task`` ended, then run ``callback(task)`` (when given).
+def carry(carrying: bool, task: Any) -> None:
+    """Note that ``task`` ended, then (``carrying``) run the done callback it carries.
 
-    Bound as :data:`ended` (``callback`` ``None``), the task's own done callback; bound to
-    another done callback (``partial(carry, callback)``) it lets scopewatch's callback ride in
-    the first one someone else adds (the awaiting task's wake-up, a task group's, gather's):
-    one event-loop handle per task instead of two. A task that ended normally (returned, no
-    pending cancellation, no span, not slow) is only counted here: no SDK call, no further
-    frame; anything else goes to :meth:`~scopewatch._core.tasks.TaskTracker.task_done`.
+    Bound as :data:`ended`, the task's own done callback; as :data:`carried`, it stands for the
+    first done callback someone else added (the awaiting task's wake-up, a task group's,
+    gather's), kept in the task's ``_scopewatch_carrier`` slot: scopewatch's callback rides in
+    it, one event-loop handle per task instead of two. A task that ended normally (returned, no
+    cancellation requested, no record made, not slow) is only counted here: no SDK call, no
+    record, no further frame; anything else goes to
+    :meth:`~scopewatch._core.tasks.TaskTracker.task_done` with its record.
     """
-    record = task._scopewatch_record
-    if record is not None and not record.ended:
-        tracker = record.tracker
+    facts = task._scopewatch_facts
+    if facts is not None:
+        tracker = facts[1]
         try:
             if (
                 tracker.quick
-                and record.span is None
                 and not task.cancelled()
                 and task._exception is None
-                and (not PY311 or task.cancelling() <= record.group_requests)
-                and _perf_counter() - record.start <= tracker.slow
+                and (not PY311 or not task.cancelling())
+                and _perf_counter() - facts[2] <= tracker.slow
             ):
-                record.ended = True
+                task._scopewatch_facts = None
                 tracker.active -= 1
-                counts = tracker.counts
-                counts[OK] = counts.get(OK, 0) + 1
-                record.parent_context = None
+                tracker.counts[OK] += 1  # no call between read and write: no lost count
             else:
-                tracker.task_done(record, task)
+                tracker.task_done(tracker.materialize(task, facts), task)
         except Exception as error:
             tracker.on_error(error)
-    if callback is not None:
-        callback(task)
+    else:
+        record = getattr(task, RECORD_ATTRIBUTE, None)
+        if record is not None and not record.ended:
+            try:
+                record.tracker.task_done(record, task)
+            except Exception as error:
+                record.tracker.on_error(error)
+    if carrying:
+        task._scopewatch_carrier(task)
 
 
-ended = functools.partial(carry, None)
+ended = functools.partial(carry, False)
 """The done callback of every scopewatch ``Task``: one shared object, no bound method."""
+carried = functools.partial(carry, True)
+""":data:`ended`, then the callback the task carries (``task._scopewatch_carrier``)."""

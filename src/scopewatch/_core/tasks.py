@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from scopewatch import semconv
 from scopewatch._core import attribution, cancels, frames
 from scopewatch._core.task_codes import MISSING, CodeInfo, TaskCodes, Unwrap
-from scopewatch._core.task_ends import RECORD_ATTRIBUTE
+from scopewatch._core.task_ends import FACTS_ATTRIBUTE, RECORD_ATTRIBUTE
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from scopewatch._core.records import CancelInfo, ScopeRecord, Violation
 
 PY311 = sys.version_info >= (3, 11)
+_perf_counter = time.perf_counter
+Facts = tuple[CodeInfo, "TaskTracker", float, str, Any]
+"""What is known of a task at creation: the arguments of :class:`TaskRecord`."""
 
 
 class TaskRecord:
@@ -154,7 +157,9 @@ class TaskTracker:
         self._codes = self._task_codes.cache
         self._foreign: weakref.WeakKeyDictionary[Any, TaskRecord] = weakref.WeakKeyDictionary()
         self._current_context = sink.current_context
-        self.counts: dict[str, int] = {}
+        self.counts: dict[str, int] = dict.fromkeys(
+            (semconv.OUTCOME_OK, semconv.OUTCOME_ERROR, semconv.OUTCOME_CANCELLED), 0
+        )
         """Outcome -> tasks ended (``scopewatch.tasks``); the telemetry's own dict once set."""
         self.slow = float("inf")
         """``SLOW_THRESHOLD``: a longer task is anomalous."""
@@ -163,8 +168,14 @@ class TaskTracker:
 
     # --- creation ---------------------------------------------------------------------------
 
-    def begin(self, coro: Any, loop: Any) -> TaskRecord | None:
-        """A record for a task about to be created for ``coro``, or ``None`` (not tracked)."""
+    def facts(self, coro: Any, loop: Any) -> Facts | None:
+        """The creation facts of a task about to be created for ``coro``, or ``None``.
+
+        ``(info, tracker, start, parent, parent_context)``, the arguments of
+        :class:`TaskRecord`: scopewatch's ``Task`` keeps them in a slot and a record is made
+        only when one is needed (a cancellation, a span, an anomalous end). ``None``: the task
+        is not tracked (excluded, or ``max_tracked`` tasks are tracked).
+        """
         if self.active >= self.max_tracked:
             self.untracked += 1
             if self.untracked == 1 and self.bound_reached is not None:
@@ -182,13 +193,25 @@ class TaskTracker:
         if info is None:
             return None
         parent = asyncio.current_task(loop)
-        return TaskRecord(
+        return (
             info,
             self,
-            time.perf_counter(),
+            _perf_counter(),
             parent.get_name() if parent is not None else "",
             self._current_context(),
         )
+
+    def begin(self, coro: Any, loop: Any) -> TaskRecord | None:
+        """A record for a task about to be created for ``coro``, or ``None`` (not tracked)."""
+        facts = self.facts(coro, loop)
+        return None if facts is None else TaskRecord(*facts)
+
+    def materialize(self, task: Any, facts: Facts) -> TaskRecord:
+        """Turn the creation facts kept in ``task``'s slot into its record, kept there instead."""
+        record = TaskRecord(*facts)
+        setattr(task, RECORD_ATTRIBUTE, record)
+        setattr(task, FACTS_ATTRIBUTE, None)
+        return record
 
     def info_of(self, coro: Any) -> CodeInfo | None:
         """What ``coro`` runs (span name, ``code.*`` facts), or ``None`` when it is excluded.
@@ -202,9 +225,12 @@ class TaskTracker:
         self._foreign[task] = record
 
     def record_of(self, task: Any) -> TaskRecord | None:
-        """The record of a tracked task, or ``None``."""
+        """The record of a tracked task (made from its creation facts if need be), or ``None``."""
         record = getattr(task, RECORD_ATTRIBUTE, None)
         if record is None:
+            facts = getattr(task, FACTS_ATTRIBUTE, None)
+            if facts is not None:
+                return facts[1].materialize(task, facts)  # type: ignore[no-any-return]
             try:
                 record = self._foreign.get(task)
             except TypeError:
@@ -235,6 +261,8 @@ class TaskTracker:
 
     def cancel_info(self, task: Any) -> CancelInfo | None:
         """Who asked ``task`` to cancel, while that request is still in force."""
+        if getattr(task, FACTS_ATTRIBUTE, None) is not None:
+            return None  # tracked, and no record yet: nobody asked
         record = self.record_of(task)
         if record is None or record.cancel is None:
             return None

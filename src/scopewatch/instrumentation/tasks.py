@@ -13,14 +13,13 @@ the same treatment. Coroutines are never wrapped: ``task.get_coro()`` is the use
 from __future__ import annotations
 
 import asyncio
-import functools
 import sys
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from scopewatch import semconv
 from scopewatch._core import cancels, frames
-from scopewatch._core.task_ends import RECORD_ATTRIBUTE, carry, ended
-from scopewatch._core.tasks import TaskRecord, TaskTracker
+from scopewatch._core.task_ends import FACTS_ATTRIBUTE, RECORD_ATTRIBUTE, carried, ended
+from scopewatch._core.tasks import Facts, TaskRecord, TaskTracker
 from scopewatch._safety import Part
 from scopewatch.instrumentation import _scope_state
 from scopewatch.instrumentation._patching import when_imported
@@ -54,7 +53,6 @@ _cells: list[tuple[Any, Any]] = []
 _ABSENT: Any = object()
 _add_done_callback = asyncio.Task.add_done_callback
 _remove_done_callback = asyncio.Task.remove_done_callback
-_partial = functools.partial
 CARRIER_ATTRIBUTE = "_scopewatch_carrier"
 
 
@@ -65,25 +63,27 @@ class Task(asyncio.Task):  # type: ignore[type-arg]
     callback anyone else adds, so a task costs the loop one callback handle, not two.
     """
 
-    __slots__ = (RECORD_ATTRIBUTE, CARRIER_ATTRIBUTE)
+    __slots__ = (RECORD_ATTRIBUTE, FACTS_ATTRIBUTE, CARRIER_ATTRIBUTE)
     _scopewatch_record: TaskRecord
+    _scopewatch_facts: Facts | None
     _scopewatch_carrier: Any
 
     def add_done_callback(self, fn: Any, *, context: Any = None) -> None:
         """Add ``fn``; the first one added also carries scopewatch's own done callback."""
         if _remove_done_callback(self, ended):
-            carrier = _partial(carry, fn)
-            self._scopewatch_carrier = carrier
-            _add_done_callback(self, carrier, context=context)
+            self._scopewatch_carrier = fn
+            fn = carried
+        if context is None:
+            _add_done_callback(self, fn)
         else:
             _add_done_callback(self, fn, context=context)
 
     def remove_done_callback(self, fn: Any) -> int:
         """Remove ``fn`` (scopewatch's own callback stays, on its own again if it rode with it)."""
         carrier = getattr(self, CARRIER_ATTRIBUTE, None)
-        if carrier is not None and carrier.args[0] == fn:
+        if carrier is not None and (carrier is fn or carrier == fn):
             self._scopewatch_carrier = None
-            removed = _remove_done_callback(self, carrier)
+            removed = _remove_done_callback(self, carried)
             if removed:
                 _add_done_callback(self, ended)
             return removed + _remove_done_callback(self, fn)
@@ -93,7 +93,7 @@ class Task(asyncio.Task):  # type: ignore[type-arg]
         """Note the request (caller, reason, where this task is suspended), then cancel."""
         tracker = _tracker
         if tracker is not None and PART.enabled:
-            record = getattr(self, RECORD_ATTRIBUTE, None)
+            record = tracker.record_of(self)
             if record is not None and record.tracker is tracker:
                 try:
                     tracker.cancel_requested(self, record, msg, sys._getframe(1))
@@ -107,7 +107,7 @@ class Task(asyncio.Task):  # type: ignore[type-arg]
             """Note who undoes a request (task groups on some Pythons never do), then undo."""
             tracker = _tracker
             if tracker is not None and PART.enabled:
-                record = getattr(self, RECORD_ATTRIBUTE, None)
+                record = tracker.record_of(self)
                 if record is not None and record.tracker is tracker:
                     try:
                         tracker.uncancel_requested(self, record, sys._getframe(1))
@@ -242,6 +242,7 @@ def _register(task: Any, record: TaskRecord) -> None:
     try:
         if isinstance(task, Task):
             setattr(task, RECORD_ATTRIBUTE, record)
+            setattr(task, FACTS_ATTRIBUTE, None)
             _add_done_callback(task, ended)
         else:
             tracker.remember_foreign(task, record)
@@ -301,6 +302,27 @@ def _discard(record: TaskRecord) -> None:
             PART.fail(error)
 
 
+def _created_live(loop: Any, coro: Any, name: Any, context: Any, record: TaskRecord) -> Task:
+    """``all`` mode: the task is built with its span current (made when it is created)."""
+    token = _start(record, context)
+    try:
+        task = _new_task(loop, coro, name, context)
+    except BaseException:
+        _discard(record)
+        raise
+    finally:
+        if token is not None:
+            _release(token)
+    source_traceback = task._source_traceback  # type: ignore[attr-defined]
+    if source_traceback:
+        del source_traceback[-1]
+    task._scopewatch_record = record
+    task._scopewatch_facts = None
+    _add_done_callback(task, ended)
+    record.tracker.active += 1
+    return task
+
+
 def _base_create_task(original: Any) -> Any:
     """``BaseEventLoop.create_task``, building scopewatch's ``Task`` when there is no factory."""
 
@@ -315,25 +337,22 @@ def _base_create_task(original: Any) -> Any:
             return _through(original, self, coro, name, context)
         self._check_closed()
         try:  # the hot path: _begin and _register inlined
-            record = tracker.begin(coro, self)
+            facts = tracker.facts(coro, self)
         except Exception as error:
             PART.fail(error)
-            record = None
-        if record is None:
+            facts = None
+        if facts is None:
             return _call(original, self, coro, name, context)
-        token = _start(record, context) if _live else None
-        try:  # _built inlined: one call less per task
-            task = _new_task(self, coro, name, context)
-        except BaseException:
-            _discard(record)
-            raise
-        finally:
-            if token is not None:
-                _release(token)
+        if _live:
+            return _created_live(self, coro, name, context, TaskRecord(*facts))
+        if context is None:  # _new_task inlined
+            task = Task(coro, loop=self, name=name)
+        else:
+            task = Task(coro, loop=self, name=name, context=context)
         source_traceback = task._source_traceback  # type: ignore[attr-defined]
         if source_traceback:
             del source_traceback[-1]
-        task._scopewatch_record = record
+        task._scopewatch_facts = facts
         _add_done_callback(task, ended)
         tracker.active += 1
         return task

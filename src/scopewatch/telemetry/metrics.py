@@ -90,8 +90,12 @@ class Instruments:
         self.meter = meter
         self.scope_counts: dict[tuple[str, str], int] = {}
         """``(scope kind, outcome)`` -> user scopes ended so far."""
-        self.task_counts: dict[str, int] = {}
-        """Task outcome -> tasks ended so far."""
+        self.task_counts: dict[str, int] = dict.fromkeys(
+            (semconv.OUTCOME_OK, semconv.OUTCOME_ERROR, semconv.OUTCOME_CANCELLED), 0
+        )
+        """Task outcome -> tasks ended so far. Every outcome is a key from the start, so the hot
+        path's ``counts[outcome] += 1`` makes no call between the read and the write (no thread
+        switch can lose a count); outcomes still at zero are not reported."""
         self._flushers: list[Callable[[], None]] = []
         self._active_tasks: Callable[[], int] = lambda: 0
         self._untracked: dict[str, Callable[[], int]] = {}
@@ -193,6 +197,7 @@ class Instruments:
         return [
             Observation(count, {semconv.TASK_OUTCOME: outcome})
             for outcome, count in list(self.task_counts.items())
+            if count
         ]
 
     def _collect_untracked(self, options: CallbackOptions) -> Iterable[Observation]:

@@ -163,8 +163,7 @@ class TaskTelemetry:
         Returns the task's span to finish (started late if anomalous), or ``None``.
         """
         duration = time.perf_counter() - record.start
-        counts = self._counts
-        counts[outcome] = counts.get(outcome, 0) + 1
+        count(self._counts, outcome)
         anomalous = violated or (
             not record.routine and task_anomalous(outcome, record.cancel, duration, self._slow)
         )
@@ -265,6 +264,18 @@ class TaskTelemetry:
             span.set_status(
                 Status(StatusCode.ERROR, type(error).__name__ if error is not None else None)
             )
+
+
+def count(counts: dict[str, int], outcome: str) -> None:
+    """One more ended task of ``outcome``.
+
+    ``counts`` holds every outcome from the start: no call between the read and the write, so
+    a thread switch cannot lose a count.
+    """
+    try:
+        counts[outcome] += 1
+    except KeyError:
+        counts[outcome] = 1
 
 
 def _current_context_reader() -> Callable[[], Any]:
