@@ -242,7 +242,10 @@ def test_uninstrument_restores_originals(instrument: Any) -> None:
     bounded_release = asyncio.BoundedSemaphore.__dict__["release"]
     telemetry = instrument(instrument=LOCKS)
     assert asyncio.Lock.__dict__["acquire"] is not originals[(asyncio.Lock, "acquire")]
+    assert "__aenter__" in asyncio.Lock.__dict__  # the uncontended fast path
     telemetry.uninstrument()
+    assert "__aenter__" not in asyncio.Lock.__dict__  # inherited again
+    assert "__aexit__" not in asyncio.Lock.__dict__
     for (cls, attr), original in originals.items():
         assert cls.__dict__[attr] is original, (cls, attr)
     assert asyncio.BoundedSemaphore.__dict__["release"] is bounded_release
@@ -293,3 +296,56 @@ def test_task_ending_with_locks_held_gets_held_at_end_events(instrument: Any) ->
     }
     assert sorted(events[next(n for n in events if n.endswith("forgetful"))]) == ["leaked", "pool"]
     assert events[next(n for n in events if n.endswith("tidy"))] == []
+
+
+def _lock_scenario() -> list[Any]:
+    """``async with`` on free, busy, queued and misused locks: what the program observes."""
+    seen: list[Any] = []
+
+    class Counting(asyncio.Lock):
+        async def acquire(self) -> bool:
+            seen.append("own acquire")
+            return await super().acquire()
+
+    async def main() -> None:
+        lock = asyncio.Lock()
+        async with lock as entered:
+            seen.append((entered, lock.locked()))
+        seen.append(lock.locked())
+        order: list[str] = []
+
+        async def worker(label: str) -> None:
+            async with lock:
+                order.append(label)
+                await asyncio.sleep(0)
+
+        await asyncio.gather(*(worker(label) for label in "abc"))
+        seen.append("".join(order))
+        with pytest.raises(KeyError):
+            async with lock:
+                raise KeyError("body")
+        seen.append(lock.locked())
+        try:
+            await lock.__aexit__(None, None, None)
+        except RuntimeError as error:
+            seen.append(str(error))
+        async with Counting():
+            seen.append("counted")
+        waiter = asyncio.create_task(worker("late"))
+        async with lock:
+            await asyncio.sleep(0)  # the waiter queues, then is cancelled
+            waiter.cancel()
+            await asyncio.sleep(0)
+        seen.append((waiter.cancelled(), lock.locked(), order[-1]))
+
+    asyncio.run(main())
+    return seen
+
+
+def test_async_with_fast_path_is_asyncios_own(instrument: Any) -> None:
+    expected = _lock_scenario()
+    telemetry = instrument(instrument=LOCKS)
+    assert _lock_scenario() == expected
+    assert expected[-1] == (True, False, "c")
+    contended = sum(p.value for p in telemetry.points(semconv.METRIC_LOCK_CONTENTIONS))
+    assert contended >= 2  # b and c waited for a (the fast path is taken only when free)

@@ -3,9 +3,10 @@
 They are pure-Python classes in ``asyncio.locks``, so their methods are replaced on the class
 (every instance, including ones created before instrumenting, which report the name
 ``unknown``). ``Condition`` borrows its lock's bound ``acquire``/``release`` at ``__init__``, so
-it is measured through that lock, which reports the Condition's name and kind. ``__aenter__`` /
-``__aexit__`` call ``acquire``/``release`` and need no patch. ``BoundedSemaphore.release`` ends in
-``Semaphore.release`` and is measured there.
+it is measured through that lock, which reports the Condition's name and kind. ``Lock``'s
+``__aenter__`` / ``__aexit__`` take the uncontended path without the extra coroutine
+(``_lock_contexts``); the others call ``acquire``/``release`` and need no patch.
+``BoundedSemaphore.release`` ends in ``Semaphore.release`` and is measured there.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from scopewatch import semconv
 from scopewatch._core import locks as core
+from scopewatch.instrumentation import _lock_contexts as contexts
 from scopewatch.instrumentation import _lock_wrappers as wrappers
 from scopewatch.instrumentation import _patching
 from scopewatch.telemetry import locks as telemetry
@@ -73,6 +75,7 @@ def install(runtime: Runtime) -> None:
     lock_kind = semconv.LOCK_KIND_ASYNCIO_LOCK
     semaphore_kind = semconv.LOCK_KIND_ASYNCIO_SEMAPHORE
     current = _current_task
+    lock_release = asyncio.Lock.release
     for cls in (asyncio.Lock, asyncio.Semaphore):
         _patches.patch(cls, "__init__", lambda original: wrappers.make_init(original, kind_of))
     _patches.patch(
@@ -92,6 +95,14 @@ def install(runtime: Runtime) -> None:
         asyncio.Lock,
         "release",
         lambda original: wrappers.make_release(original, lock_kind, False, current),
+    )
+    _patches.patch(
+        asyncio.Lock, "__aenter__", lambda _: contexts.make_aenter(asyncio.Lock.acquire, current)
+    )
+    _patches.patch(
+        asyncio.Lock,
+        "__aexit__",
+        lambda _: contexts.make_aexit(asyncio.Lock.release, lock_release, lock_kind),
     )
     _patches.patch(
         asyncio.Semaphore,
