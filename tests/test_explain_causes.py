@@ -100,7 +100,8 @@ def test_a_task_that_returns_with_scopes_open_is_task_returned(
     assert "non_lifo_exit (task_returned)" in message
     assert "an unknown location" not in message
     assert f"{HERE}:{line('# <- second group')}" in message  # the group still open, by line
-    assert "task 'startup' returned while anyio.TaskGroup" in message
+    assert "task 'startup' returned while 2 scopes it entered were still open" in message
+    assert f"{HERE}:{line('# <- first group')}" in message
     assert "reverse order" not in message
 
 

@@ -170,6 +170,8 @@ def test_connection_manager_is_a_returned_task_named_by_its_own_lines(
         assert f"entered in task 'startup' at {where} (library: " in note
         assert "mcp" in note.split("(library: ", 1)[1]
         assert "an unknown location" not in note
+        assert "2 scopes it entered were still open" in note
+        assert f"at {app('# <- transport', 'Connection.connect')} (library: " in note
         assert "hold_in_task" in note
     # The transport closed later by the loop is the same bug, and gets the same remedy.
     for event in telemetry.violation_events():

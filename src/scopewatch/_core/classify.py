@@ -9,12 +9,14 @@ from scopewatch._core import frames, task_adapters
 from scopewatch._core.records import ScopeRecord
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from types import FrameType
 
     from scopewatch._core.frames import Frames
 
 _ASEND_TYPE = "async_generator_asend"
 _PER_STEP_WRAPPERS = frozenset({"_wrap_awaitable", "_wait_for_one"})
+_UNKNOWN = "an unknown location"
 _BARE = ScopeRecord(None, "", False, None, "", 0, 0.0, ())
 """A record with no generator, for closes that are not a scope's (a session's)."""
 
@@ -88,15 +90,29 @@ def task_scope(record: ScopeRecord) -> bool:
     return not record.user and not record.frames
 
 
-def non_lifo_detail(record: ScopeRecord, innermost: ScopeRecord, cause: str) -> str:
-    """The sentence naming what was still open, application frame first."""
-    where = frames.explained_location(innermost.frames) or "an unknown location"
-    if cause == semconv.CAUSE_TASK_RETURNED:
-        return (
-            f"task {record.task_name!r} returned while {innermost.kind} entered at {where} "
-            "was still open (held by an exit stack or a connection object)"
-        )
-    return f"{innermost.kind} entered at {where} was still open inside it"
+def non_lifo_detail(
+    record: ScopeRecord,
+    innermost: ScopeRecord,
+    cause: str,
+    still_open: Sequence[ScopeRecord] = (),
+) -> str:
+    """The sentence naming what was still open, application frame first.
+
+    ``still_open``: the scopes entered after ``record`` and not exited, outermost first.
+    """
+    where = frames.explained_location(innermost.frames) or _UNKNOWN
+    if cause != semconv.CAUSE_TASK_RETURNED:
+        return f"{innermost.kind} entered at {where} was still open inside it"
+    held = [scope for scope in still_open if scope.frames] or [innermost]
+    scopes = "; ".join(
+        f"{scope.kind} entered at {frames.explained_location(scope.frames) or _UNKNOWN}"
+        for scope in held
+    )
+    count = "a scope it entered was" if len(held) == 1 else f"{len(held)} scopes it entered were"
+    return (
+        f"task {record.task_name!r} returned while {count} still open (held by an exit stack "
+        f"or a connection object): {scopes}"
+    )
 
 
 def non_lifo_enter_frames(record: ScopeRecord, innermost: ScopeRecord) -> Frames:

@@ -330,6 +330,7 @@ class ScopeTracker:
             stack.pop()
         elif record in stack:
             innermost = stack[-1]
+            still_open = stack[stack.index(record) + 1 :]
             stack.remove(record)
             cause = classify.non_lifo_cause(record, innermost, frame)
             self._violate(
@@ -338,7 +339,7 @@ class ScopeTracker:
                 cause,
                 exit_task,
                 frame,
-                detail=classify.non_lifo_detail(record, innermost, cause),
+                detail=classify.non_lifo_detail(record, innermost, cause, still_open),
                 enter_frames=classify.non_lifo_enter_frames(record, innermost),
             )
         return record
