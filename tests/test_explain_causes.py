@@ -239,3 +239,25 @@ def test_alert_texts_name_the_app_frame_first() -> None:
     assert f"entered in task 'startup' at {mine} (library: {library})" in text
     assert f"exited in task 'shutdown' at {HERE}:20 in cleanup" in text
     provider.shutdown()
+
+
+def test_each_scope_names_its_own_line_on_both_backends(backend: str, instrument: Any) -> None:
+    """Scopes entered through a library's frames (anyio's task group on trio) at different lines
+    of one function are each attributed to their own line (no capture reused across them)."""
+    telemetry = instrument(spans="all")
+
+    async def main() -> None:
+        stack = AsyncExitStack()
+        await stack.enter_async_context(anyio.create_task_group())  # <- stacked one
+        await stack.enter_async_context(anyio.create_task_group())  # <- stacked two
+        await stack.aclose()
+        async with anyio.create_task_group():  # <- nested one
+            async with anyio.create_task_group():  # <- nested two
+                await anyio.sleep(0)
+
+    anyio.run(main, backend=backend)
+    lines = sorted(
+        attrs(s)[semconv.CODE_LINE] for s in telemetry.spans(semconv.SPAN_ANYIO_TASK_GROUP)
+    )
+    markers = ("# <- stacked one", "# <- stacked two", "# <- nested one", "# <- nested two")
+    assert lines == sorted(line(marker) for marker in markers)

@@ -162,7 +162,11 @@ class ScopeTracker:
                 captured, asyncgen, asyncgen_frame = last[2]
             else:
                 taken = _capture(frame, self.stack_depth)
-                self._last_capture = (key, frame.f_code, taken)
+                if taken[0] and taken[0][0][0] is frame.f_code:
+                    # Only when ``frame`` is itself the first kept (user) frame: beyond an
+                    # internal frame (anyio's on trio) the user's frames differ under the same
+                    # two innermost ones, and a reused capture would name the wrong line.
+                    self._last_capture = (key, frame.f_code, taken)
                 captured, asyncgen, asyncgen_frame = taken
         else:
             captured, asyncgen, asyncgen_frame = (), "", 0
