@@ -3,7 +3,8 @@
 Workloads, each for asyncio.Lock, asyncio.Semaphore, anyio.Lock (asyncio), trio.Lock and
 trio.Semaphore (run by ``trio.run``):
 
-- ``uncontended``: ``async with lock: pass`` in a loop (target: instrumented <= 3x bare);
+- ``uncontended``: ``async with lock: pass`` in a loop (target: instrumented <= 1.5x bare for
+  asyncio.Lock, the issue's figure; <= 3x for the others);
 - ``contended``: two tasks ping-pong one lock (``async with lock: await asyncio.sleep(0)``); the
   acquisitions that really waited are counted by scopewatch itself. Target: the extra cost per
   contended acquisition <= one SDK histogram record. The instrumented time includes replaying
@@ -26,6 +27,8 @@ import trio
 from benchmarks import common
 
 TARGET_UNCONTENDED = "<= 3"
+TARGET_UNCONTENDED_BY_CASE = {"asyncio.Lock": "<= 1.5"}
+"""The issue's figure for an uncontended asyncio.Lock; the other kinds keep ``<= 3``."""
 TARGET_CONTENDED = "<= 1"
 CASES: dict[str, tuple[Callable[[], Any], str]] = {
     "asyncio.Lock": (asyncio.Lock, "asyncio"),
@@ -155,7 +158,7 @@ def run(quick: bool) -> dict[str, Any]:
                     common.figure(
                         f"{key} (instrumented/bare)",
                         common.ratio(samples, "instrumented", "bare"),
-                        TARGET_UNCONTENDED,
+                        TARGET_UNCONTENDED_BY_CASE.get(label, TARGET_UNCONTENDED),
                         note=(
                             f"{bare / operations * 1e9:.0f} ns bare, "
                             f"{instrumented / operations * 1e9:.0f} ns instrumented"

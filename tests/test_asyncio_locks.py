@@ -349,3 +349,26 @@ def test_async_with_fast_path_is_asyncios_own(instrument: Any) -> None:
     assert expected[-1] == (True, False, "c")
     contended = sum(p.value for p in telemetry.points(semconv.METRIC_LOCK_CONTENTIONS))
     assert contended >= 2  # b and c waited for a (the fast path is taken only when free)
+
+
+def test_short_waits_are_counted_exactly_but_not_measured(
+    instrument: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(core, "LONG_WAIT", 60.0)  # every wait here is "short"
+    telemetry = instrument(instrument=LOCKS)
+    rounds = 20
+
+    async def main() -> None:
+        lock = asyncio.Lock()
+
+        async def worker() -> None:
+            for _ in range(rounds):
+                async with lock:
+                    await asyncio.sleep(0)
+
+        await asyncio.gather(worker(), worker())
+
+    asyncio.run(main())
+    assert _points(telemetry, semconv.METRIC_LOCK_WAIT_DURATION) == []  # no SDK record
+    (contentions,) = _points(telemetry, semconv.METRIC_LOCK_CONTENTIONS)
+    assert contentions.value == 2 * rounds - 1  # every acquisition but the first waited

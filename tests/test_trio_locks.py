@@ -102,6 +102,7 @@ def test_every_kind_contended_with_its_name(
     instrument: Any, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
     monkeypatch.setattr(core, "LONG_HOLD", 0.0)  # record every hold after a contention
+    monkeypatch.setattr(core, "LONG_WAIT", 0.0)  # and every wait, however short
     telemetry = instrument(instrument=LOCKS)
 
     async def main() -> None:

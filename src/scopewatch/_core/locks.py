@@ -40,6 +40,11 @@ Such holds make others wait; recording them costs at most one SDK record per mil
 Shorter holds after a contention are not recorded, so a contended acquisition costs one record
 (its wait) and not two.
 """
+LONG_WAIT = 0.001
+"""A contended acquisition's wait is measured (``scopewatch.lock.wait.duration``) when it lasts
+this long (seconds), or when it ended cancelled or timed out. Shorter waits are the normal life
+of a busy lock: counted exactly in ``scopewatch.lock.contentions``, no SDK call (the cost
+contract of DESIGN section 3)."""
 MAX_HOLDERS = 4096
 """Holders remembered per semaphore / limiter."""
 MAX_SITES = 10_000

@@ -2,7 +2,8 @@
 
 Cost design: an uncontended acquisition makes no SDK call at all. Contentions are counted in a
 local dict reported by an ``ObservableCounter`` at collection time. Wait durations (contended
-acquisitions only: one measurement each) and hold durations (one hold in ``HOLD_SAMPLE_EVERY``,
+acquisitions that waited at least ``LONG_WAIT`` or ended cancelled / timed out: one measurement
+each; shorter waits are only counted) and hold durations (one hold in ``HOLD_SAMPLE_EVERY``,
 plus every hold of at least ``LONG_HOLD`` seconds that followed a contended acquisition) are
 appended to the runtime's ``DeferredHistogram`` buffers, replayed into the SDK at collection.
 """
@@ -95,6 +96,8 @@ class LockMetrics:
         key = core.labels(core.info_for(lock, kind))
         counts = self._contentions.counts
         counts[key] = counts.get(key, 0) + 1
+        if seconds < core.LONG_WAIT and outcome == semconv.LOCK_OUTCOME_ACQUIRED:
+            return  # a short wait: counted, not measured
         attrs_key = (key[0], key[1], outcome)
         attributes = self._wait_attrs.get(attrs_key)
         if attributes is None:
