@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import math
 import sys
 import time
@@ -153,6 +154,27 @@ def _create_wrapper(original_create: Callable[..., Any]) -> Callable[..., Any]:
     part = state.PART
     getframe = sys._getframe
     pending_kinds = _pending_kinds
+    parameters = inspect.signature(original_create).parameters
+    keyword_only = all(p.kind is p.KEYWORD_ONLY for name, p in parameters.items() if name != "cls")
+    if list(parameters) == ["cls", "deadline", "shield"] and keyword_only:
+        # anyio 4's own signature: no *args/**kwargs to pack and unpack on every scope
+        defaults = parameters["deadline"].default, parameters["shield"].default
+
+        def create_exact(
+            cls: type, *, deadline: float = defaults[0], shield: bool = defaults[1]
+        ) -> Any:
+            scope = original_create(cls, deadline=deadline, shield=shield)
+            if part.enabled:
+                code = getframe(1).f_code
+                kind = pending_kinds.get(id(code))
+                if kind is not None and kind[0] is code:
+                    try:
+                        _remember_kind(scope, kind[1])
+                    except Exception as error:
+                        part.fail(error)
+            return scope
+
+        return create_exact
 
     def create_cancel_scope(cls: type, *args: Any, **kwargs: Any) -> Any:
         scope = original_create(cls, *args, **kwargs)

@@ -8,6 +8,7 @@ the wrong task later. The wrappers record enter and exit so the tracker can say 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import sys
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -98,13 +99,26 @@ def _group_facts(group: Any) -> tuple[bool, bool, tuple[()]]:
 
 def _timeout_init(original: Callable[..., None], timeout_code: Any) -> Callable[..., None]:
     part = state.PART
+    getframe = sys._getframe
+
+    def remember(timeout: Any) -> None:
+        if len(_pending_kinds) >= _PENDING_LIMIT:  # another thread may have emptied it
+            _pending_kinds.pop(next(iter(_pending_kinds), 0), None)
+        _pending_kinds[id(timeout)] = (weakref.ref(timeout), semconv.SPAN_ASYNCIO_TIMEOUT)
+
+    if list(inspect.signature(original).parameters) == ["self", "when"]:
+
+        def exact_init(self: Any, when: Any) -> None:  # 3.11+: no *args/**kwargs to pack
+            original(self, when)
+            if part.enabled and getframe(1).f_code is timeout_code:
+                remember(self)
+
+        return exact_init
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
-        if part.enabled and sys._getframe(1).f_code is timeout_code:
-            if len(_pending_kinds) >= _PENDING_LIMIT:  # another thread may have emptied it
-                _pending_kinds.pop(next(iter(_pending_kinds), 0), None)
-            _pending_kinds[id(self)] = (weakref.ref(self), semconv.SPAN_ASYNCIO_TIMEOUT)
+        if part.enabled and getframe(1).f_code is timeout_code:
+            remember(self)
 
     return __init__
 
