@@ -74,6 +74,7 @@ def carry(carrying: bool, task: Any) -> None:
                 and _perf_counter() - facts[2] <= tracker.slow
             ):
                 task._scopewatch_facts = None
+                task._scopewatch_record = tracker.ended_record
                 tracker.active -= 1
                 tracker.counts[OK] += 1  # no call between read and write: no lost count
             else:
@@ -88,7 +89,9 @@ def carry(carrying: bool, task: Any) -> None:
             except Exception as error:
                 record.tracker.on_error(error)
     if carrying:
-        task._scopewatch_carrier(task)
+        callback = task._scopewatch_carrier
+        task._scopewatch_carrier = None  # a done task keeps no callback (nor what it refers to)
+        callback(task)
 
 
 ended = functools.partial(carry, False)

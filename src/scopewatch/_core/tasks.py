@@ -165,6 +165,10 @@ class TaskTracker:
         """``SLOW_THRESHOLD``: a longer task is anomalous."""
         self.quick = False
         """A normal end needs nothing but a count (no measurement of every task asked for)."""
+        self.ended_record = TaskRecord(_ENDED_INFO, self, 0.0, "", None)
+        """The record of every task that ended normally without ever needing one of its own
+        (what :meth:`record_of` answers for it: tracked, ended, nothing else known)."""
+        self.ended_record.ended = True
 
     # --- creation ---------------------------------------------------------------------------
 
@@ -322,6 +326,9 @@ class TaskTracker:
                 self.active -= 1
                 self.sink.abandoned(record, task.get_name(), "event loop")
                 record.span = record.parent_context = None
+
+
+_ENDED_INFO = CodeInfo(semconv.SPAN_TASK_PREFIX + "(ended)", "(ended)")
 
 
 def _raise(error: Exception) -> None:

@@ -103,7 +103,16 @@ class TrioRun:
         if record is None:
             return
         record.ended = True
-        self.tracker.active -= 1
+        tracker = self.tracker
+        tracker.active -= 1
+        if (
+            error is None
+            and record.span is None
+            and tracker.quick
+            and time.perf_counter() - record.start <= tracker.slow
+        ):
+            tracker.counts[semconv.OUTCOME_OK] += 1  # a normal end: counted, nothing else
+            return
         outcome = outcome_of(error)
         if outcome == semconv.OUTCOME_CANCELLED:
             record.cancel = self._cancel_info(error, scope, deadline_passed)
