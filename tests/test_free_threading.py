@@ -9,10 +9,14 @@ one where it is installed) they catch lost updates and double logs.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from typing import TYPE_CHECKING
 
+import pytest
+
 from scopewatch import _safety
+from scopewatch.telemetry.counts import FREE_THREADED, ThreadCounts
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -52,3 +56,40 @@ def test_a_part_fails_once_when_threads_race(monkeypatch, caplog):
         race(lambda part=part: part.fail(RuntimeError("broken")))
         assert part.enabled is False
     assert len(caplog.records) == ROUNDS
+
+
+def test_thread_counts_are_exact_when_threads_race():
+    """The free-threaded build's counts: each thread its own part, summed when read."""
+    counts: ThreadCounts[str] = ThreadCounts(("ok",))
+
+    def count() -> None:
+        for _ in range(ROUNDS):
+            counts["ok"] += 1
+            counts.setdefault("new", 0)
+            counts["new"] += 1
+
+    race(count)
+    assert dict(counts.items()) == {"ok": THREADS * ROUNDS, "new": THREADS * ROUNDS}
+
+
+@pytest.mark.skipif(FREE_THREADED, reason="the shared dict is the GIL build's; see above")
+def test_the_shared_dict_loses_no_count_under_a_gil():
+    """The GIL build's hot-path pattern, with thread switches as often as Python allows."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    counts: dict[tuple[str, str], int] = {}
+
+    def count() -> None:
+        for number in range(ROUNDS * 10):
+            key = ("kind", str(number % 7))
+            try:
+                counts[key] += 1
+            except KeyError:
+                counts.setdefault(key, 0)
+                counts[key] += 1
+
+    try:
+        race(count)
+    finally:
+        sys.setswitchinterval(previous)
+    assert sum(counts.values()) == THREADS * ROUNDS * 10
