@@ -328,8 +328,16 @@ def _on_enter(scope: Any, frame: FrameType) -> None:
     timeout = None
     if deadline != math.inf:
         timeout = max(0.0, deadline - task.get_loop().time())
+    # A user scope's capture starts at the user frame: anyio's and contextlib's frames below it
+    # are skipped anyway, and the tracker can reuse a capture only from a user frame.
     tracker.enter(
-        scope, kind or semconv.SPAN_ANYIO_CANCEL_SCOPE, user, task, frame, timeout, scope._shield
+        scope,
+        kind or semconv.SPAN_ANYIO_CANCEL_SCOPE,
+        user,
+        task,
+        caller if user else frame,
+        timeout,
+        scope._shield,
     )
 
 
