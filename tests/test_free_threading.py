@@ -8,14 +8,17 @@ one where it is installed) they catch lost updates and double logs.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import threading
 from typing import TYPE_CHECKING
 
+import anyio
 import pytest
 
-from scopewatch import _safety
+from scopewatch import _runtime, _safety, semconv
+from scopewatch.telemetry import counts as counts_module
 from scopewatch.telemetry.counts import FREE_THREADED, ThreadCounts
 
 if TYPE_CHECKING:
@@ -25,18 +28,18 @@ THREADS = 8
 ROUNDS = 200
 
 
-def race(action: Callable[[], None]) -> None:
-    """Run ``action`` in ``THREADS`` threads released at the same instant."""
-    barrier = threading.Barrier(THREADS)
+def race(action: Callable[[], object], threads: int = THREADS) -> None:
+    """Run ``action`` in ``threads`` threads released at the same instant."""
+    barrier = threading.Barrier(threads)
 
     def run() -> None:
         barrier.wait()
         action()
 
-    threads = [threading.Thread(target=run) for _ in range(THREADS)]
-    for thread in threads:
+    started = [threading.Thread(target=run) for _ in range(threads)]
+    for thread in started:
         thread.start()
-    for thread in threads:
+    for thread in started:
         thread.join()
 
 
@@ -93,3 +96,32 @@ def test_the_shared_dict_loses_no_count_under_a_gil():
     finally:
         sys.setswitchinterval(previous)
     assert sum(counts.values()) == THREADS * ROUNDS * 10
+
+
+def test_counts_without_a_gil_are_exact_with_loops_in_threads(monkeypatch, instrument):
+    """The free-threaded build's counting path (forced here) with four event loops at once."""
+    monkeypatch.setattr(counts_module, "FREE_THREADED", True)
+    telemetry = instrument()
+    loops, tasks_per_loop = 4, 300
+
+    async def step() -> None:
+        with anyio.move_on_after(5):
+            await asyncio.sleep(0)
+
+    async def main() -> None:
+        await asyncio.gather(*(asyncio.create_task(step()) for _ in range(tasks_per_loop)))
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        race(lambda: asyncio.run(main()), threads=loops)
+    finally:
+        sys.setswitchinterval(previous)
+    runtime = _runtime.current
+    assert runtime is not None
+    assert isinstance(runtime.instruments.task_counts, ThreadCounts)
+    assert isinstance(runtime.instruments.scope_counts, ThreadCounts)
+    ended = sum(point.value for point in telemetry.points(semconv.METRIC_TASKS))
+    assert ended == loops * (tasks_per_loop + 3)  # + main and asyncio.run's two shutdown tasks
+    scopes = sum(point.value for point in telemetry.points(semconv.METRIC_SCOPES))
+    assert scopes == loops * tasks_per_loop

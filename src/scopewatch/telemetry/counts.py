@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import ItemsView, Iterable, ValuesView
 
 K = TypeVar("K")
 
@@ -22,16 +22,25 @@ FREE_THREADED = not getattr(sys, "_is_gil_enabled", lambda: True)()
 """``True`` on a free-threaded build running without its GIL."""
 
 
-class ThreadCounts(Generic[K]):
+def new_counts(keys: Iterable[K] = ()) -> dict[K, int]:
+    """The counts hot paths increment: a plain dict, or :class:`ThreadCounts` without a GIL."""
+    if FREE_THREADED:
+        return ThreadCounts(keys)
+    return dict.fromkeys(keys, 0)
+
+
+class ThreadCounts(dict[K, int]):
     """``key -> count`` kept per thread, summed when read.
 
-    Each thread reads and writes its own part; ``items()`` sums every thread's part (threads
-    that ended keep theirs).
+    Each thread reads and writes its own part (``counts[key] += 1`` stays one thread's read and
+    write, and so does ``get``); ``items()`` and ``values()`` sum every thread's part, threads
+    that ended keep theirs. The ``dict`` base itself stays empty.
     """
 
     __slots__ = ("_keys", "_local", "_lock", "_parts")
 
     def __init__(self, keys: Iterable[K] = ()) -> None:
+        super().__init__()
         self._keys = tuple(keys)
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -54,19 +63,27 @@ class ThreadCounts(Generic[K]):
     def __setitem__(self, key: K, value: int) -> None:
         self._mine()[key] = value
 
-    def setdefault(self, key: K, default: int) -> int:
+    def setdefault(self, key: K, default: int) -> int:  # type: ignore[override]
         """``dict.setdefault`` on this thread's part."""
         return self._mine().setdefault(key, default)
 
-    def items(self) -> list[tuple[K, int]]:
-        """Every key with its count summed over all threads."""
+    def _totals(self) -> dict[K, int]:
         with self._lock:
             parts = list(self._parts)
         totals: dict[K, int] = {}
         for part in parts:
             for key, count in list(part.items()):
                 totals[key] = totals.get(key, 0) + count
-        return list(totals.items())
+        return totals
 
-    def __iter__(self) -> Iterator[K]:
-        return iter([key for key, _ in self.items()])
+    def items(self) -> ItemsView[K, int]:  # type: ignore[override]
+        """Every key with its count summed over all threads."""
+        return self._totals().items()
+
+    def values(self) -> ValuesView[int]:  # type: ignore[override]
+        """Every count summed over all threads."""
+        return self._totals().values()
+
+    def get(self, key: K, default: int = 0) -> int:  # type: ignore[override]
+        """This thread's count of ``key``, as ``counts[key]`` reads it."""
+        return self._mine().get(key, default)

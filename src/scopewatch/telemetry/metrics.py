@@ -17,6 +17,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from scopewatch import _safety, semconv
 from scopewatch.environment_variables import OTEL_PYTHON_SCOPEWATCH_MAX_TRACKED
+from scopewatch.telemetry.counts import new_counts
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
@@ -88,10 +89,10 @@ class Instruments:
 
     def __init__(self, meter: Meter) -> None:
         self.meter = meter
-        self.scope_counts: dict[tuple[str, str], int] = {}
-        """``(scope kind, outcome)`` -> user scopes ended so far."""
-        self.task_counts: dict[str, int] = dict.fromkeys(
-            (semconv.OUTCOME_OK, semconv.OUTCOME_ERROR, semconv.OUTCOME_CANCELLED), 0
+        self.scope_counts: dict[tuple[str, str], int] = new_counts()
+        """``(scope kind, outcome)`` -> user scopes ended so far (per thread without a GIL)."""
+        self.task_counts: dict[str, int] = new_counts(
+            (semconv.OUTCOME_OK, semconv.OUTCOME_ERROR, semconv.OUTCOME_CANCELLED)
         )
         """Task outcome -> tasks ended so far. Every outcome is a key from the start, so the hot
         path's ``counts[outcome] += 1`` makes no call between the read and the write (no thread
