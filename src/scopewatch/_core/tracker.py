@@ -396,7 +396,11 @@ class ScopeTracker:
         ):
             if record.user:
                 key = (record.kind, semconv.OUTCOME_OK)
-                counts[key] = counts.get(key, 0) + 1
+                try:  # += on the dict itself: no thread switch between its read and write
+                    counts[key] += 1
+                except KeyError:
+                    counts.setdefault(key, 0)
+                    counts[key] += 1
             return
         cancel_called = read_facts(scope)[0]
         if exit_name is None:

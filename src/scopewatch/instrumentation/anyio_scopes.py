@@ -252,7 +252,11 @@ def _exit_wrapper(original_exit: Callable[..., Any]) -> Callable[..., Any]:
             if lifo and counts is not None and perf_counter() - record.start <= tracker.slow:
                 if record.user:  # what ScopeTracker.exit_ok does, without its call
                     key = (record.kind, ok)
-                    counts[key] = counts.get(key, 0) + 1
+                    try:  # += on the dict itself: no thread switch between its read and write
+                        counts[key] += 1
+                    except KeyError:
+                        counts.setdefault(key, 0)
+                        counts[key] += 1
             else:
                 tracker.exit_ok(record, task, self, facts)
         except Exception as error:

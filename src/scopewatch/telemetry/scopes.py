@@ -168,7 +168,11 @@ class ScopeTelemetry:
             outcome = facts.outcome
             key = (record.kind, outcome)
             counts = self._instruments.scope_counts
-            counts[key] = counts.get(key, 0) + 1
+            try:  # += on the dict itself: no thread switch between its read and write
+                counts[key] += 1
+            except KeyError:
+                counts.setdefault(key, 0)
+                counts[key] += 1
             anomalous = violated or anomaly.anomalous(outcome, record.cancel, duration, self._slow)
             if anomalous or self._all_durations:
                 attributes = self._duration_attributes.get(key)
