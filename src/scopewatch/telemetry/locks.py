@@ -20,6 +20,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from scopewatch import semconv
 from scopewatch._core import locks as core
 from scopewatch._safety import Part
+from scopewatch.telemetry.counts import new_counts
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -39,7 +40,7 @@ class _Contentions:
     __slots__ = ("__weakref__", "active", "counts")
 
     def __init__(self) -> None:
-        self.counts: dict[tuple[str, str], int] = {}
+        self.counts: dict[tuple[str, str], int] = new_counts()
         self.active = False
 
     def observe(self, options: CallbackOptions) -> Iterable[Observation]:
@@ -95,7 +96,11 @@ class LockMetrics:
             return
         key = core.labels(core.info_for(lock, kind))
         counts = self._contentions.counts
-        counts[key] = counts.get(key, 0) + 1
+        try:  # no call between the read and the write: threads lose no count (counts.py)
+            counts[key] += 1
+        except KeyError:
+            counts.setdefault(key, 0)
+            counts[key] += 1
         if seconds < core.LONG_WAIT and outcome == semconv.LOCK_OUTCOME_ACQUIRED:
             return  # a short wait: counted, not measured
         attrs_key = (key[0], key[1], outcome)
