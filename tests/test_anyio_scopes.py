@@ -20,6 +20,7 @@ import pytest
 import trio
 
 from _scope_counts import duration_keys, scope_counts
+from _tracebacks import files_of, own_wrapper_files
 from scopewatch import semconv
 
 if sys.version_info < (3, 11):
@@ -598,3 +599,43 @@ def test_correct_programs_produce_zero_violations(backend, instrument):
     assert telemetry.violation_spans() == []
     assert telemetry.points(semconv.METRIC_VIOLATIONS) == []
     assert len([s for s in telemetry.spans() if s.name.startswith("anyio.")]) >= 5
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="a bare raise keeps the frame before 3.11")
+def test_wrapper_frames_are_not_in_the_users_tracebacks(instrument):
+    """anyio's own errors from ``__exit__`` reach the user without scopewatch's frames."""
+    instrument()
+
+    async def exited_in_another_task() -> None:
+        scope = anyio.CancelScope()
+        entered = anyio.Event()
+
+        async def enter() -> None:
+            scope.__enter__()
+            entered.set()
+            await anyio.sleep(0.05)
+
+        async def leave() -> None:
+            await entered.wait()
+            scope.__exit__(None, None, None)  # anyio: "... in a different task ..."
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(enter)
+            group.start_soon(leave)
+
+    async def exited_out_of_order() -> None:
+        outer, inner = anyio.CancelScope(), anyio.CancelScope()
+        outer.__enter__()
+        inner.__enter__()
+        try:
+            outer.__exit__(None, None, None)
+        finally:
+            inner.__exit__(None, None, None)
+            outer.__exit__(None, None, None)
+
+    for program in (exited_in_another_task, exited_out_of_order):
+        with pytest.raises((RuntimeError, BaseExceptionGroup)) as raised:
+            anyio.run(program)
+        files = files_of(raised.value)
+        assert any(f.endswith("_asyncio.py") for f in files), files  # anyio's frame is kept
+        assert own_wrapper_files(raised.value) == []

@@ -7,6 +7,10 @@ import sys
 
 import pytest
 
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+from _tracebacks import files_of, own_wrapper_files
 from scopewatch import semconv
 
 pytestmark = pytest.mark.skipif(
@@ -176,3 +180,21 @@ def test_correct_asyncio_programs_produce_zero_violations(instrument):
     assert asyncio.run(main()) == [0, 1, 2]
     assert telemetry.violation_spans() == []
     assert len(scope_spans(telemetry)) == 3
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="a bare raise keeps the frame before 3.11")
+def test_wrapper_frames_are_not_in_the_users_tracebacks(instrument):
+    """What ``TaskGroup.__aexit__`` raises reaches the user without scopewatch's frames."""
+    instrument()
+
+    async def child_fails() -> None:
+        raise LookupError("child failure")
+
+    async def main() -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(child_fails())
+
+    with pytest.raises(BaseExceptionGroup) as raised:
+        asyncio.run(main())
+    assert any(name.endswith("taskgroups.py") for name in files_of(raised.value))
+    assert own_wrapper_files(raised.value) == []

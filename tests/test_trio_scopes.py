@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from _scope_counts import duration_keys, scope_counts
+from _tracebacks import files_of, own_wrapper_files
 from scopewatch import semconv
 
 if sys.version_info < (3, 11):
@@ -575,3 +576,24 @@ def test_trio_and_anyio_imported_after_instrumenting_are_patched():
             ]
         )
     )
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="a bare raise keeps the frame before 3.11")
+def test_wrapper_frames_are_not_in_the_users_tracebacks(instrument):
+    """trio's own error from ``CancelScope.__exit__`` reaches the user without our frames."""
+    instrument()
+
+    async def exited_out_of_order() -> BaseException:
+        outer, inner = trio.CancelScope(), trio.CancelScope()
+        outer.__enter__()
+        inner.__enter__()
+        try:
+            outer.__exit__(None, None, None)  # trio: "Cancel scope stack corrupted ..."
+        except RuntimeError as raised:
+            error: BaseException = raised
+        inner.__exit__(None, None, None)
+        return error
+
+    error = trio.run(exited_out_of_order)
+    assert any("trio" in name for name in files_of(error))
+    assert own_wrapper_files(error) == []

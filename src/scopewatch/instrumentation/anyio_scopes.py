@@ -23,7 +23,7 @@ from scopewatch import semconv
 from scopewatch._core import frames
 from scopewatch.instrumentation import _closed_scopes
 from scopewatch.instrumentation import _scope_state as state
-from scopewatch.instrumentation._patching import factory_kinds, when_imported
+from scopewatch.instrumentation._patching import factory_kinds, hide_own_frame, when_imported
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -197,7 +197,11 @@ def _enter_wrapper(original_enter: Callable[[Any], Any]) -> Callable[[Any], Any]
     closed = _closed_scopes.codes
 
     def __enter__(self: Any) -> Any:
-        result = original_enter(self)
+        try:
+            result = original_enter(self)
+        except BaseException as raised:
+            hide_own_frame(raised)
+            raise
         if part.enabled:
             frame = getframe(1)
             code = frame.f_code
@@ -243,6 +247,7 @@ def _exit_wrapper(original_exit: Callable[..., Any]) -> Callable[..., Any]:
             suppressed = original_exit(self, exc_type, exc_val, exc_tb)
         except BaseException as raised:
             state.finish_exit(self, record, task, raised, facts)
+            hide_own_frame(raised)
             raise
         if exc_val is not None:
             state.finish_exit(self, record, task, None if suppressed else exc_val, facts)

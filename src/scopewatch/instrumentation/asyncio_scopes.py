@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from scopewatch import semconv
 from scopewatch._core import cancels, frames
 from scopewatch.instrumentation import _scope_state as state
+from scopewatch.instrumentation._patching import hide_own_frame
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -200,6 +201,7 @@ def _aexit(original: Callable[..., Any], read_facts: state.ScopeFacts) -> Callab
             suppressed = await original(self, exc_type, exc_val, exc_tb)
         except BaseException as raised:
             state.finish_exit(self, record, task, raised, read_facts)
+            hide_own_frame(raised)
             raise
         if exc_val is None:
             try:

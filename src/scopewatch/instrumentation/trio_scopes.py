@@ -23,7 +23,12 @@ from scopewatch._core import frames, task_adapters
 from scopewatch.instrumentation import _closed_scopes
 from scopewatch.instrumentation import _scope_state as state
 from scopewatch.instrumentation import _trio_cancels as cancels
-from scopewatch.instrumentation._patching import Patches, factory_kinds, when_imported
+from scopewatch.instrumentation._patching import (
+    Patches,
+    factory_kinds,
+    hide_own_frame,
+    when_imported,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -291,6 +296,7 @@ def _close(original: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
             remaining = original(self, exc)
         except BaseException as raised:
             state.finish_exit(self, record, task, raised, facts, name)
+            hide_own_frame(raised)
             raise
         if exc is None and remaining is None:
             try:
