@@ -9,6 +9,7 @@ from importlib.metadata import version
 import anyio
 import pytest
 
+from _source_lines import marked_line
 from scopewatch import semconv
 
 if sys.version_info < (3, 11):
@@ -30,11 +31,7 @@ def attrs(span):
 
 def line(marker: str) -> str:
     """``HERE:line`` of the line carrying ``marker``."""
-    with open(HERE, encoding="utf-8") as source:
-        for number, text in enumerate(source, 1):
-            if text.rstrip().endswith(marker):
-                return f"{HERE}:{number}"
-    raise AssertionError(marker)
+    return f"{HERE}:{marked_line(HERE, marker)}"
 
 
 def task_span(telemetry, name):

@@ -10,6 +10,7 @@ import anyio
 import pytest
 from opentelemetry.trace import StatusCode
 
+from _source_lines import marked_line
 from scopewatch import _runtime, semconv
 from scopewatch._core.explain import HINTS
 from scopewatch.telemetry.scopes import violation_listeners
@@ -29,11 +30,7 @@ def attrs(span):
 
 
 def line(marker: str) -> int:
-    with open(HERE, encoding="utf-8") as source:
-        for number, text in enumerate(source, 1):
-            if text.rstrip().endswith(marker):
-                return number
-    raise AssertionError(marker)
+    return marked_line(HERE, marker)
 
 
 async def swallower() -> str:

@@ -17,6 +17,7 @@ import anyio
 import pytest
 from mcp.client import stdio
 
+from _source_lines import marked_line
 from scopewatch import semconv
 from scopewatch._core import frames
 
@@ -29,11 +30,7 @@ HERE = __file__
 
 
 def line(marker: str) -> int:
-    with open(HERE, encoding="utf-8") as source:
-        for number, text in enumerate(source, 1):
-            if text.rstrip().endswith(marker):
-                return number
-    raise AssertionError(marker)
+    return marked_line(HERE, marker)
 
 
 def attrs(span: Any) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import trio
 from mcp import Client, ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
+from _source_lines import marked_line
 from scopewatch import semconv
 from scopewatch._core import hints
 from scopewatch.remedies import anyio_hold_in_task
@@ -50,11 +51,7 @@ SCOPE_SPANS = {
 
 
 def line(marker: str) -> int:
-    with open(HERE, encoding="utf-8") as source:
-        for number, text in enumerate(source, 1):
-            if text.rstrip().endswith(marker):
-                return number
-    raise AssertionError(marker)
+    return marked_line(HERE, marker)
 
 
 def app(marker: str, function: str) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from _source_lines import marked_line
 from scopewatch import semconv
 from scopewatch.instrumentation import tasks as task_instrumentation
 
@@ -22,11 +23,7 @@ HERE = Path(__file__)
 
 
 def line(marker: str) -> int:
-    """The number of this file's line that ends with ``marker``."""
-    for number, text in enumerate(HERE.read_text(encoding="utf-8").splitlines(), 1):
-        if text.rstrip().endswith(marker):
-            return number
-    raise AssertionError(marker)
+    return marked_line(HERE, marker)
 
 
 def tracked(task: Any) -> bool:

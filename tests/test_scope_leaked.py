@@ -10,6 +10,7 @@ import anyio
 import pytest
 from opentelemetry.trace import StatusCode
 
+from _source_lines import marked_line
 from scopewatch import semconv
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -23,11 +24,7 @@ def attrs(span):
 
 
 def line(marker: str) -> int:
-    with open(HERE, encoding="utf-8") as source:
-        for number, text in enumerate(source, 1):
-            if text.rstrip().endswith(marker):
-                return number
-    raise AssertionError(marker)
+    return marked_line(HERE, marker)
 
 
 def check_one_leak(telemetry, kind: str, task: str, marker: str, cause: str) -> dict:

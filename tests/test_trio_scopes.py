@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from _scope_counts import duration_keys, scope_counts
+from _source_lines import marked_line
 from _tracebacks import files_of, own_wrapper_files
 from scopewatch import semconv
 
@@ -38,11 +39,7 @@ def attrs(span):
 
 
 def line(marker: str) -> int:
-    with open(HERE, encoding="utf-8") as source:
-        for number, text in enumerate(source, 1):
-            if text.rstrip().endswith(marker):
-                return number
-    raise AssertionError(marker)
+    return marked_line(HERE, marker)
 
 
 def trio_spans(telemetry):
