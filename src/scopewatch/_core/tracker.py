@@ -20,6 +20,7 @@ from scopewatch import semconv
 from scopewatch._core import classify, frames, task_adapters
 from scopewatch._core.loose_cancels import LooseCancels
 from scopewatch._core.records import CancelInfo, ScopeRecord, Violation
+from scopewatch._core.scope_cancels import ScopeCancels
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -40,19 +41,6 @@ class ExitFacts:
 
 _perf_counter = time.perf_counter
 _capture = frames.capture
-
-
-def _derived(source: CancelInfo, kind: str) -> CancelInfo:
-    """A ``parent`` request passed on from an enclosing scope's ``source`` (of ``kind``)."""
-    return CancelInfo(
-        semconv.ORIGIN_PARENT,
-        source.task,
-        source.location,
-        source.reason or f"{kind} was cancelled",
-        source.span_context,
-        source.failure,
-        source.inherited or source.origin,
-    )
 
 
 class ScopeSink(Protocol):
@@ -88,7 +76,7 @@ class _TaskScopes:
         self.records: list[ScopeRecord] = []
 
 
-class ScopeTracker:
+class ScopeTracker(ScopeCancels):
     """Scope records by scope and by task, and the rules that find violations."""
 
     def __init__(
@@ -110,12 +98,12 @@ class ScopeTracker:
         self._by_scope: dict[int, ScopeRecord] = {}
         self._by_task: dict[int, _TaskScopes] = {}
         self.by_scope = self._by_scope
+        """``id(scope)`` -> record of every entered scope (wrappers read it directly)."""
         self._last_capture: tuple[Any, Any, tuple[frames.Frames, str, int]] = (
             None,
             None,
             ((), "", 0),
         )
-        """``id(scope)`` -> record of every entered scope (wrappers read it directly)."""
         self.spans_at_enter = bool(getattr(sink, "spans_at_enter", True))
         """Whether the sink wants :meth:`ScopeSink.entered` (it starts spans at enter)."""
         self.context_now: Callable[[], Any] = getattr(sink, "context_now", _no_context)
@@ -205,7 +193,7 @@ class ScopeTracker:
             task_adapters.adapter_of(task).watch(task, self._task_done)
         return entry
 
-    # --- cancel -----------------------------------------------------------------------------
+    # --- lookups ----------------------------------------------------------------------------
 
     def records_of(self, task: Any) -> list[ScopeRecord]:
         """The scopes ``task`` has entered and not yet exited, outermost first."""
@@ -218,68 +206,6 @@ class ScopeTracker:
         """The record of an entered scope, or ``None``."""
         record = self._by_scope.get(id(obj))
         return record if record is not None and record.obj is obj else None
-
-    def cancel_requested(
-        self,
-        obj: object,
-        origin: str,
-        task: Any,
-        location: str,
-        reason: str,
-        task_name: str | None = None,
-        failure: bool = False,
-    ) -> None:
-        """Someone asked ``obj`` to cancel; the first request is the one that counts.
-
-        A request without a location (a deadline timer) is placed where the scope was entered.
-        ``task_name`` names the requester when only its name is known (``task`` is ``None``).
-        ``failure``: a child's or sibling's error made a group cancel.
-        """
-        record = self.record_of(obj)
-        if record is not None and record.cancel is not None:
-            return
-        info = CancelInfo(
-            origin=origin,
-            task=task_adapters.task_name(task) if task_name is None else task_name,
-            location=location or (frames.location(record.frames) if record else ""),
-            reason=reason,
-            span_context=self.sink.current_span_context(),
-            failure=failure,
-        )
-        if record is not None:
-            record.cancel = info
-            return
-        self._loose_cancels.remember(obj, info)
-
-    def cancel_of(self, obj: object) -> tuple[str, CancelInfo] | None:
-        """The kind and cancel request of a scope, entered or recently exited, if any."""
-        record = self.record_of(obj)
-        if record is not None:
-            return (record.kind, record.cancel) if record.cancel is not None else None
-        info = self._loose_cancels.find(obj)
-        return ("enclosing scope", info) if info is not None else None
-
-    def resolve_cancel(self, record: ScopeRecord, parents: Iterable[object]) -> None:
-        """Fill in who cancelled a scope that did not cancel itself.
-
-        Args:
-            record: the scope that ended cancelled.
-            parents: enclosing scope objects, innermost first (the scope library's own chain).
-        """
-        if record.cancel is not None:
-            return
-        for parent in parents:
-            found = self.cancel_of(parent)
-            if found is not None:
-                kind, source = found
-                record.cancel = _derived(source, kind)
-                return
-        for outer in reversed(self._enclosing(record)):
-            if outer.cancel is not None:
-                record.cancel = _derived(outer.cancel, outer.kind)
-                return
-        info = self.task_cancel_info(record.task) if self.task_cancel_info else None
-        record.cancel = info or CancelInfo(semconv.ORIGIN_EXTERNAL, "", "")
 
     def _enclosing(self, record: ScopeRecord) -> list[ScopeRecord]:
         entry = self._by_task.get(id(record.task))
