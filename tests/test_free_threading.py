@@ -9,6 +9,7 @@ one where it is installed) they catch lost updates and double logs.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import sys
 import threading
@@ -18,6 +19,7 @@ import anyio
 import pytest
 
 from scopewatch import _runtime, _safety, semconv
+from scopewatch.instrumentation import _session_wrappers
 from scopewatch.telemetry import counts as counts_module
 from scopewatch.telemetry.counts import FREE_THREADED, ThreadCounts
 
@@ -125,3 +127,23 @@ def test_counts_without_a_gil_are_exact_with_loops_in_threads(monkeypatch, instr
     assert ended == loops * (tasks_per_loop + 3)  # + main and asyncio.run's two shutdown tasks
     scopes = sum(point.value for point in telemetry.points(semconv.METRIC_SCOPES))
     assert scopes == loops * tasks_per_loop
+
+
+def test_a_thread_inheriting_a_session_enter_is_not_inside_it():
+    """3.14t threads inherit their starter's context (``sys.flags.thread_inherit_context``), as
+    ``anyio.to_thread`` threads do everywhere: their own SDK sessions are not nested ones."""
+    seen: dict[str, bool] = {}
+    token = _session_wrappers.inside_session.set(threading.get_ident())
+    try:
+        seen["here"] = _session_wrappers.entering_session()
+        inherited = contextvars.copy_context()
+        thread = threading.Thread(
+            target=inherited.run,
+            args=(lambda: seen.__setitem__("thread", _session_wrappers.entering_session()),),
+        )
+        thread.start()
+        thread.join()
+    finally:
+        _session_wrappers.inside_session.reset(token)
+    assert seen == {"here": True, "thread": False}
+    assert _session_wrappers.entering_session() is False

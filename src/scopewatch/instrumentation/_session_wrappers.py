@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import sys
+import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -52,16 +53,24 @@ class _Records:
 records = _Records()
 """The open session of each client object."""
 
-inside_session: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "scopewatch_inside_session", default=False
+inside_session: contextvars.ContextVar[int] = contextvars.ContextVar(
+    "scopewatch_inside_session", default=0
 )
-"""True while a session wrapper runs the original enter: nested SDK sessions are not counted."""
+"""The thread in which a session wrapper runs the original enter (0: none); nested SDK sessions
+are not counted. A thread, not a flag: a thread started meanwhile may inherit the context
+(``anyio.to_thread``; every new thread on 3.14t, ``sys.flags.thread_inherit_context``), and its
+own sessions are not nested in that enter."""
+
+
+def entering_session() -> bool:
+    """Whether this thread is inside a session wrapper's original enter."""
+    return inside_session.get() == threading.get_ident()
 
 
 def open_session(client: Any, kind: str, attach: bool, frame: Any) -> SessionRecord | None:
     """Open a session for ``client`` unless one is open for it or an outer one is entering."""
     session_telemetry = telemetry.current
-    if session_telemetry is None or not telemetry.PART.enabled or inside_session.get():
+    if session_telemetry is None or not telemetry.PART.enabled or entering_session():
         return None
     if client in records:
         return None
@@ -101,7 +110,7 @@ def make_aenter(original: Any, kind: str) -> Any:
             except BaseException as raised:
                 hide_own_frame(raised)
                 raise
-        token = inside_session.set(True)
+        token = inside_session.set(threading.get_ident())
         try:
             result = await original(self, *args, **kwargs)
         except BaseException as raised:
