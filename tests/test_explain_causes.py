@@ -17,6 +17,7 @@ import anyio
 import pytest
 from mcp.client import stdio
 
+from _anyio_version import needs_per_task_scope
 from _source_lines import marked_line
 from scopewatch import semconv
 from scopewatch._core import frames
@@ -80,6 +81,7 @@ async def connection_manager() -> BaseException | None:
     return None
 
 
+@needs_per_task_scope
 def test_a_task_that_returns_with_scopes_open_is_task_returned(
     backend: str, instrument: Any
 ) -> None:

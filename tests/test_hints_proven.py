@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 import pytest
 
+from _anyio_version import needs_per_task_scope
 from scopewatch import semconv
 from scopewatch._core import hints
 from scopewatch.remedies import (
@@ -258,6 +259,7 @@ async def connection_manager(fixed: str = "") -> None:
             connection.done.set()
 
 
+@needs_per_task_scope
 @proves(hints.TASK_RETURNED)
 @pytest.mark.parametrize(
     ("backend", "fix"),

@@ -21,6 +21,7 @@ import trio
 from mcp import Client, ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
+from _anyio_version import needs_per_task_scope
 from _source_lines import marked_line
 from scopewatch import semconv
 from scopewatch._core import hints
@@ -149,6 +150,7 @@ def run_connection_manager(backend: str) -> BaseException:
     return error
 
 
+@needs_per_task_scope
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_connection_manager_is_a_returned_task_named_by_its_own_lines(
     backend: str, instrument: Any

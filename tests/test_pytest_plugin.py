@@ -481,7 +481,8 @@ def test_a_path_right_after_the_bare_flag_is_a_path(pytester: pytest.Pytester) -
     result = pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", "--scopewatch", "warn", "inner", timeout=120
     )
-    result.assert_outcomes(passed=1, warnings=1)
+    result.assert_outcomes(passed=1)  # warned, not failed (older anyios add warnings of theirs)
+    result.stdout.fnmatch_lines(["*scopewatch: cross_task_exit (asyncgen_finalizer)*"])
 
 
 def test_violation_outside_tests_fails_the_session(pytester: pytest.Pytester) -> None:
