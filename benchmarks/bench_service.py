@@ -204,18 +204,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         common.figure("throughput manual/bare", common.ratio(throughput, "manual", "bare")),
         common.figure("p99 latency anomalies/bare", common.ratio(p99, "anomalies", "bare")),
         common.figure("p99 latency all/bare", common.ratio(p99, "all", "bare")),
-        common.figure(
-            "requests/s " + "/".join(VARIANTS),
-            medians["bare"]["throughput"],
-            unit="req/s",
-            display=" / ".join(f"{medians[v]['throughput']:,.0f}" for v in VARIANTS),
-        ),
-        common.figure(
-            "p99 ms " + "/".join(VARIANTS),
-            medians["bare"]["p99_ms"],
-            unit="ms",
-            display=" / ".join(f"{medians[v]['p99_ms']:.2f}" for v in VARIANTS),
-        ),
+        common.per_variant("requests/s", medians, "throughput", VARIANTS, "req/s", ",.0f"),
+        common.per_variant("p99 ms", medians, "p99_ms", VARIANTS, "ms", ".2f"),
     ]
     return common.result(
         "service",

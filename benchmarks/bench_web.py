@@ -174,18 +174,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         common.figure("throughput all/disabled", common.ratio(throughput, "all", "disabled")),
         common.figure("throughput manual/disabled", common.ratio(throughput, "manual", "disabled")),
         common.figure("p99 latency default/disabled", common.ratio(p99, "default", "disabled")),
-        common.figure(
-            "requests/s " + "/".join(VARIANTS),
-            medians["disabled"]["throughput"],
-            unit="req/s",
-            display=" / ".join(f"{medians[v]['throughput']:,.0f}" for v in VARIANTS),
-        ),
-        common.figure(
-            "p99 ms " + "/".join(VARIANTS),
-            medians["disabled"]["p99_ms"],
-            unit="ms",
-            display=" / ".join(f"{medians[v]['p99_ms']:.2f}" for v in VARIANTS),
-        ),
+        common.per_variant("requests/s", medians, "throughput", VARIANTS, "req/s", ",.0f"),
+        common.per_variant("p99 ms", medians, "p99_ms", VARIANTS, "ms", ".2f"),
         common.figure(
             "spans per request " + "/".join(VARIANTS),
             medians["all"]["spans_per_request"],

@@ -288,6 +288,26 @@ def figure(
     }
 
 
+def per_variant(
+    label: str,
+    medians: dict[str, dict[str, float]],
+    key: str,
+    variants: Sequence[str],
+    unit: str,
+    fmt: str,
+) -> dict[str, Any]:
+    """An INFO figure giving ``medians[variant][key]`` of every variant in one cell.
+
+    Named ``"<label> a/b/c"``; its value is the first variant's (the baseline).
+    """
+    return figure(
+        f"{label} " + "/".join(variants),
+        medians[variants[0]][key],
+        unit=unit,
+        display=" / ".join(format(medians[variant][key], fmt) for variant in variants),
+    )
+
+
 def result(
     name: str,
     figures: list[dict[str, Any]],
