@@ -30,18 +30,18 @@ OLD_ANYIO = "anyio==4.0.0"  # the oldest supported; CancelScope became slotted i
 NO_DEPS = "--no-deps "
 BEFORE_SLOTS = "anyio<4.14"  # the newest of these that mcp accepts runs the whole suite
 OLD_ANYIO_TESTS = [  # mcp needs a newer anyio, so only the scope suites run against 4.0
-    "tests/test_anyio_scopes.py",
-    "tests/test_asyncio_scopes.py",
-    "tests/test_instrumentor.py",
-    "tests/test_config.py",
+    "tests/instrumentation/test_anyio_scopes.py",
+    "tests/instrumentation/test_asyncio_scopes.py",
+    "tests/instrumentation/test_instrumentor.py",
+    "tests/package/test_config.py",
 ]
 OLD_TRIO = "trio==0.23.0"  # the oldest supported: no cancel reasons (0.31), loose groups (0.25)
 OLD_TRIO_TESTS = [  # native trio: anyio's trio backend needs trio 0.32 (those tests skip)
-    "tests/test_trio_tasks.py",
-    "tests/test_trio_task_instrument.py",
-    "tests/test_trio_scopes.py",
-    "tests/test_trio_locks.py",
-    "tests/test_trio_locks_semantics.py",
+    "tests/instrumentation/test_trio_tasks.py",
+    "tests/instrumentation/test_trio_task_instrument.py",
+    "tests/instrumentation/test_trio_scopes.py",
+    "tests/instrumentation/test_trio_locks.py",
+    "tests/instrumentation/test_trio_locks_semantics.py",
 ]
 
 

@@ -2,7 +2,7 @@
 
 Pure functions shared by the pytest plugin that records a run (``peer_plugin.py``), the runner
 that compares a plain and an instrumented run (``peer_anyio.py``) and the project's tests
-(``tests/test_compat_tools.py``). No pytest import here.
+(``tests/package/test_compat_tools.py``). No pytest import here.
 """
 
 from __future__ import annotations

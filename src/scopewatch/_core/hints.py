@@ -1,6 +1,6 @@
 """Fix hints chosen by scope kind, cause and the shape of the code (issue 16).
 
-Every hint here is proven by ``tests/test_hints_proven.py``: the program with the bug violates,
+Every hint here is proven by ``tests/core/test_hints_proven.py``: the program with the bug violates,
 the program changed as the hint says does not. A hint is picked from what a violation already
 carries (kinds, cause, generator, the captured frames); nothing is captured for it.
 """

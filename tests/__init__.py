@@ -1,0 +1,1 @@
+"""scopewatch's tests, by layer (see each folder's docstring); shared fixtures in conftest.py."""

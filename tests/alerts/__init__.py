@@ -1,0 +1,1 @@
+"""``scopewatch.alerts``: rules, the engine, the span processor and the actions."""

@@ -1,0 +1,1 @@
+"""``scopewatch._core``: bookkeeping, classification, attribution, explanations of violations."""

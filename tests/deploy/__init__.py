@@ -1,0 +1,1 @@
+"""``deploy/``: the Collector/Prometheus/Grafana stack's files, checked with real tools."""

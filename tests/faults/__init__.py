@@ -1,0 +1,1 @@
+"""Fault injection: broken exporters, processors, readers, handlers and debugpy."""

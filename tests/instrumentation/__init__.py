@@ -1,0 +1,1 @@
+"""``scopewatch.instrumentation``: one module per patched API, on real anyio, asyncio and trio."""

@@ -1,0 +1,1 @@
+"""Helpers shared by the test folders: fault parts, reference probes, markers, paths, a browser."""
