@@ -20,6 +20,8 @@ import functools
 import sys
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+
 from scopewatch.telemetry import sessions as telemetry
 
 if TYPE_CHECKING:
@@ -45,7 +47,11 @@ class TrackedSession:
     async def __aenter__(self) -> TrackedSession:
         record = None
         session_telemetry = telemetry.current
-        if session_telemetry is not None and telemetry.PART.enabled:
+        if (
+            session_telemetry is not None
+            and telemetry.PART.enabled
+            and is_instrumentation_enabled()  # DESIGN rule 2: suppressed, nothing tracked
+        ):
             try:
                 record = session_telemetry.open(self._kind, self._name, True, sys._getframe(1))
             except Exception as error:

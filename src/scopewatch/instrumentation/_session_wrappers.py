@@ -8,6 +8,8 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+
 from scopewatch.instrumentation._patching import hide_own_frame
 from scopewatch.telemetry import sessions as telemetry
 
@@ -71,6 +73,8 @@ def open_session(client: Any, kind: str, attach: bool, frame: Any) -> SessionRec
     """Open a session for ``client`` unless one is open for it or an outer one is entering."""
     session_telemetry = telemetry.current
     if session_telemetry is None or not telemetry.PART.enabled or entering_session():
+        return None
+    if not is_instrumentation_enabled():  # DESIGN rule 2: suppressed, straight through
         return None
     if client in records:
         return None
