@@ -13,7 +13,7 @@ import contextvars
 import logging
 import sys
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
@@ -21,7 +21,7 @@ import pytest
 from scopewatch import _runtime, _safety, semconv
 from scopewatch.instrumentation import _session_wrappers
 from scopewatch.telemetry import counts as counts_module
-from scopewatch.telemetry.counts import FREE_THREADED, ThreadCounts
+from scopewatch.telemetry.counts import FREE_THREADED, ThreadCounts, ThreadTally
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -147,3 +147,104 @@ def test_a_thread_inheriting_a_session_enter_is_not_inside_it():
         _session_wrappers.inside_session.reset(token)
     assert seen == {"here": True, "thread": False}
     assert _session_wrappers.entering_session() is False
+
+
+def test_a_thread_tally_is_exact_when_threads_race():
+    """``TaskTracker.active`` without a GIL: ``+= 1`` / ``-= 1`` per thread, summed when read."""
+    tally = ThreadTally()
+
+    def count() -> None:
+        nonlocal tally
+        for _ in range(ROUNDS):
+            tally += 2
+            tally -= 1
+
+    race(count)
+    total = THREADS * ROUNDS
+    assert int(tally) == total and tally == total and tally != total + 1
+    assert tally >= total and tally <= total and tally > total - 1 and tally < total + 1
+
+
+def tasks_tracker() -> Any:
+    runtime = _runtime.current
+    assert runtime is not None
+    return runtime.extras["tasks"]
+
+
+def test_active_tasks_without_a_gil_are_exact_with_loops_in_threads(monkeypatch, instrument):
+    """``scopewatch.task.active`` on the free-threaded path (forced here): four event loops in
+    threads create and end tasks at once; read while all are pending, then once all ended."""
+    monkeypatch.setattr(counts_module, "FREE_THREADED", True)
+    telemetry = instrument()
+    loops, tasks_per_loop = 4, 200
+    all_pending = threading.Barrier(loops + 1)
+    read = threading.Barrier(loops + 1)
+
+    async def wait(event: asyncio.Event) -> None:
+        await event.wait()
+
+    async def main() -> None:
+        event = asyncio.Event()
+        children = [asyncio.create_task(wait(event)) for _ in range(tasks_per_loop)]
+        await asyncio.sleep(0)
+        all_pending.wait()  # this loop's tasks are all pending: the main thread reads now
+        read.wait()
+        event.set()
+        await asyncio.gather(*children)
+
+    def active() -> int:
+        return sum(point.value for point in telemetry.points(semconv.METRIC_TASK_ACTIVE))
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    threads = [threading.Thread(target=asyncio.run, args=(main(),)) for _ in range(loops)]
+    try:
+        for thread in threads:
+            thread.start()
+        all_pending.wait()
+        during = active()
+        read.wait()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(previous)
+    assert isinstance(tasks_tracker().active, ThreadTally)
+    assert during == loops * (tasks_per_loop + 1)  # + each loop's main task
+    assert active() == 0
+
+
+def test_untracked_tasks_without_a_gil_are_counted_and_warned_once(monkeypatch, instrument, caplog):
+    """Past ``MAX_TRACKED`` on the free-threaded path (forced here): every task is either
+    tracked (and counted when it ends) or counted as untracked, and one warning says so."""
+    monkeypatch.setattr(counts_module, "FREE_THREADED", True)
+    monkeypatch.setattr(_safety, "_warned", set())
+    caplog.set_level(logging.WARNING, logger="scopewatch")
+    bound, loops, tasks_per_loop = 40, 4, 100
+    telemetry = instrument(max_tracked=bound)
+    all_pending = threading.Barrier(loops)
+
+    async def main() -> None:
+        event = asyncio.Event()
+        children = [asyncio.create_task(event.wait()) for _ in range(tasks_per_loop)]
+        await asyncio.sleep(0)
+        all_pending.wait()  # every loop's tasks pending at once: at most ``bound`` tracked
+        event.set()
+        await asyncio.gather(*children)
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        race(lambda: asyncio.run(main()), threads=loops)
+    finally:
+        sys.setswitchinterval(previous)
+    untracked = sum(
+        point.value
+        for point in telemetry.points(semconv.METRIC_UNTRACKED)
+        if (point.attributes or {}).get(semconv.UNTRACKED_KIND) == semconv.UNTRACKED_TASK
+    )
+    ended = sum(point.value for point in telemetry.points(semconv.METRIC_TASKS))
+    assert isinstance(tasks_tracker().untracked, ThreadTally)
+    assert untracked >= loops * tasks_per_loop - bound
+    assert ended + untracked == loops * (tasks_per_loop + 3)  # + main, asyncio.run's shutdown
+    warnings = [r for r in caplog.records if "tasks are tracked at once" in r.getMessage()]
+    assert len(warnings) == 1

@@ -146,13 +146,18 @@ class TaskTracker:
         self.scope_lookup = scope_lookup
         self.cancel_lookup = cancel_lookup
         self.active = 0
-        """Tracked tasks not yet done (``scopewatch.task.active``)."""
+        """Tracked tasks not yet done (``scopewatch.task.active``). Changed only by ``+= 1`` and
+        ``-= 1``, so the instrumentation may set a count kept per thread instead (free-threaded
+        builds, ``telemetry.counts.new_tally``); read it with ``int()``."""
         self.on_error: Callable[[Exception], None] = _raise
         """Called with an error of scopewatch's own in a done callback (the safety part)."""
         self.untracked = 0
-        """Tasks not tracked because ``max_tracked`` tracked tasks were running."""
+        """Tasks not tracked because ``max_tracked`` tracked tasks were running (like
+        :attr:`active`: ``+= 1`` only, read with ``int()``)."""
         self.bound_reached: Callable[[str, int], None] | None = None
-        """Called with ``("task", max_tracked)`` the first time a task is not tracked."""
+        """Called with ``("task", max_tracked)`` the first time a task is not tracked (without a
+        GIL two threads may both call it first: it must say things once itself)."""
+        self.bound_told = False
         self._task_codes = TaskCodes(exclude)
         self._codes = self._task_codes.cache
         self._foreign: weakref.WeakKeyDictionary[Any, TaskRecord] = weakref.WeakKeyDictionary()
@@ -182,7 +187,8 @@ class TaskTracker:
         """
         if self.active >= self.max_tracked:
             self.untracked += 1
-            if self.untracked == 1 and self.bound_reached is not None:
+            if not self.bound_told and self.bound_reached is not None:
+                self.bound_told = True
                 self.bound_reached(semconv.UNTRACKED_TASK, self.max_tracked)
             return None
         try:

@@ -93,6 +93,7 @@ class ScopeTracker(ScopeCancels):
         """Scopes not tracked because ``max_tracked`` was reached."""
         self.bound_reached: Callable[[str, int], None] | None = None
         """Called with ``("scope", max_tracked)`` the first time a scope is not tracked."""
+        self.bound_told = False
         self.task_cancel_info = task_cancel_info
         """Who called ``Task.cancel()`` on a task (set by the tasks feature)."""
         self._by_scope: dict[int, ScopeRecord] = {}
@@ -137,7 +138,8 @@ class ScopeTracker(ScopeCancels):
         by_scope = self._by_scope
         if len(by_scope) >= self.max_tracked:
             self.untracked += 1
-            if self.untracked == 1 and self.bound_reached is not None:
+            if not self.bound_told and self.bound_reached is not None:
+                self.bound_told = True
                 self.bound_reached(semconv.UNTRACKED_SCOPE, self.max_tracked)
             return None
         if self.stack_depth and frame is not None:

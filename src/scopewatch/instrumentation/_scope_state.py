@@ -12,6 +12,7 @@ from scopewatch._core import frames
 from scopewatch._core.tracker import ExitFacts, ScopeTracker
 from scopewatch._safety import Part
 from scopewatch.instrumentation._patching import is_cancellation
+from scopewatch.telemetry.counts import new_tally
 from scopewatch.telemetry.metrics import warn_bound_reached
 from scopewatch.telemetry.scopes import ScopeTelemetry
 
@@ -31,8 +32,9 @@ def acquire(runtime: Runtime) -> ScopeTracker:
         settings = runtime.settings
         tracker = ScopeTracker(ScopeTelemetry(runtime), settings.stack_depth, settings.max_tracked)
         tracker.bound_reached = warn_bound_reached
+        tracker.untracked = new_tally()  # kept per thread without a GIL
         scopes = tracker
-        runtime.instruments.set_untracked(semconv.UNTRACKED_SCOPE, lambda: scopes.untracked)
+        runtime.instruments.set_untracked(semconv.UNTRACKED_SCOPE, lambda: int(scopes.untracked))
         runtime.extras["scopes"] = tracker
         PART.reset()
     _users += 1

@@ -23,6 +23,7 @@ from scopewatch._core.tasks import Facts, TaskRecord, TaskTracker
 from scopewatch._safety import Part
 from scopewatch.instrumentation import _scope_state
 from scopewatch.instrumentation._patching import when_imported
+from scopewatch.telemetry.counts import new_tally
 from scopewatch.telemetry.metrics import warn_bound_reached
 from scopewatch.telemetry.tasks import TaskTelemetry
 
@@ -152,13 +153,15 @@ def install(runtime: Runtime) -> None:
     )
     tracker.on_error = PART.fail
     tracker.bound_reached = warn_bound_reached
+    tracker.active = new_tally()  # kept per thread without a GIL, plain ints with one
+    tracker.untracked = new_tally()
     tracker.counts = runtime.instruments.task_counts
     tracker.slow = settings.slow_threshold
     tracker.quick = settings.durations != "all"
-    runtime.instruments.set_untracked(semconv.UNTRACKED_TASK, lambda: tracker.untracked)
+    runtime.instruments.set_untracked(semconv.UNTRACKED_TASK, lambda: int(tracker.untracked))
     _telemetry, _tracker, _live = telemetry, tracker, telemetry.live_spans
     runtime.extras["tasks"] = tracker
-    runtime.instruments.set_active_tasks(lambda: tracker.active)
+    runtime.instruments.set_active_tasks(lambda: int(tracker.active))
     scopes = _scope_state.tracker
     if scopes is not None:
         scopes.task_cancel_info = tracker.cancel_info
