@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import anyio
 import pytest
 
 from scopewatch import semconv
+from scopewatch.instrumentation import tasks as task_instrumentation
 
 HERE = __file__
 needs_312 = pytest.mark.skipif(
@@ -213,6 +215,32 @@ def test_uvloop(instrument):
     assert "create_task" not in uvloop.Loop.__dict__ and "close" not in uvloop.Loop.__dict__
 
 
+def test_uvloop_keywords_beyond_name_and_context_reach_uvloop(instrument):
+    """uvloop 0.23's ``create_task(coro, *, name, context, eager_start)``: scopewatch's wrapper
+    once refused ``eager_start`` (TypeError); it now hands it to uvloop, and tracks the task."""
+    import uvloop
+
+    if "eager_start" not in inspect.signature(uvloop.Loop.create_task).parameters:
+        pytest.skip("needs a uvloop whose create_task takes eager_start (0.23)")
+
+    async def main() -> tuple[int, bool]:
+        task = asyncio.get_running_loop().create_task(work(1), eager_start=True, name="eager")
+        tracker = task_instrumentation._tracker
+        return await task, tracker is not None and tracker.record_of(task) is not None
+
+    def run() -> tuple[int, bool]:
+        loop = uvloop.new_event_loop()
+        try:
+            return loop.run_until_complete(main())
+        finally:
+            loop.close()
+
+    assert run() == (2, False)  # uninstrumented: uvloop's own
+    telemetry = instrument(spans="all")
+    assert run() == (2, True)
+    assert "eager" in task_names(telemetry)
+
+
 PROGRAM = textwrap.dedent(
     """\
     import asyncio, sys
@@ -310,8 +338,6 @@ def test_together_with_opentelemetry_instrumentation_asyncio(tmp_path):
 
 
 def test_an_untested_python_gets_a_plain_wrapper_that_still_tracks_tasks(instrument, monkeypatch):
-    from scopewatch.instrumentation import tasks as task_instrumentation
-
     monkeypatch.setattr(task_instrumentation, "KNOWN_CREATE_TASK", False)
     telemetry = instrument(spans="all")
 

@@ -6,8 +6,9 @@ factory it builds scopewatch's :class:`Task` (an ``asyncio.Task`` subclass whose
 is ``cancel``, to see who asks). A task factory set by the user, before or after instrumenting,
 is still the one called (its tasks are tracked, without cancel attribution);
 ``asyncio.eager_task_factory`` builds scopewatch's eager subclass; uvloop's loop class gets
-the same treatment. Coroutines are never wrapped: ``task.get_coro()`` is the user's coroutine.
-``loop.close()`` is observed to report scopes and tasks still open on that loop.
+the same treatment, and so does 3.14's ``create_task(coro, **kwargs)``, every keyword passed
+on (:mod:`._task_loops`). Coroutines are never wrapped: ``task.get_coro()`` is the user's
+coroutine. ``loop.close()`` is observed to report scopes and tasks still open on that loop.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ PART = Part("task instrumentation")
 _T = TypeVar("_T")
 PY311 = sys.version_info >= (3, 11)
 KNOWN_CREATE_TASK = sys.version_info < (3, 14)
-"""``create_task(coro, *, name, context)`` as on 3.10-3.13; later Pythons get a plain wrapper
-(tasks tracked, built by asyncio itself: no canceller attribution) until tested there."""
+"""``create_task(coro, *, name, context)`` as on 3.10-3.13. Later Pythons get the keyword-forwarding
+version of 3.14's ``create_task(coro, **kwargs)`` when theirs has that signature, otherwise a
+plain wrapper (tasks tracked, built by asyncio itself: no canceller attribution)."""
 
 # Done callbacks run in a copy of the creating code's context (asyncio's default, ~20 ns). One
 # shared empty ``Context`` would be cheaper but cannot be entered by two threads at once: with
@@ -134,6 +136,8 @@ class _EagerTask(Task):
         if record is None:
             initialize(coro, loop=loop, **kwargs)
             return
+        self._scopewatch_record = record  # the first step runs in initialize: it finds its record
+        self._scopewatch_facts = None
         _built(record, kwargs.get("context"), lambda: initialize(coro, loop=loop, **kwargs))
         _register(self, record)
 
@@ -169,7 +173,7 @@ def install(runtime: Runtime) -> None:
     from scopewatch.instrumentation import _task_loops  # it builds on this module's pieces
 
     loop_class = asyncio.BaseEventLoop
-    wrap = _base_create_task if KNOWN_CREATE_TASK else _task_loops.wrapping_create_task
+    wrap = _base_create_task if KNOWN_CREATE_TASK else _task_loops.newer_create_task
     _patch(loop_class, "create_task", wrap(loop_class.__dict__["create_task"]))
     _patch(loop_class, "close", _task_loops.close_wrapper(loop_class.__dict__["close"]))
     factory = getattr(asyncio, "eager_task_factory", None)
@@ -381,8 +385,13 @@ def _through(original: Any, loop: Any, coro: Any, name: Any, context: Any) -> An
     if record is None:
         return _call(original, loop, coro, name, context)
     task = _built(record, context, lambda: _call(original, loop, coro, name, context))
+    _track_built(task, record)
+    return task
+
+
+def _track_built(task: Any, record: TaskRecord) -> None:
+    """Track ``task``, built by the loop's own path, unless it tracked itself (``_EagerTask``)."""
     if record.tracker.record_of(task) is None:
         _register(task, record)
     else:
         _discard(record)
-    return task
