@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 
-from _source_lines import marked_line
 from scopewatch import semconv
 from scopewatch.instrumentation import tasks as task_instrumentation
+from tests.support.source_lines import marked_line
 
 C_TASK = getattr(asyncio.tasks, "_CTask", asyncio.Task)
 HERE = Path(__file__)
