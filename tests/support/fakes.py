@@ -48,6 +48,11 @@ class FakeTask:
     def cancelling(self) -> int:
         return self.cancel_requests
 
+    @property
+    def _must_cancel(self) -> bool:
+        """3.10's form of a request in force (no ``cancelling()`` there)."""
+        return self.cancel_requests > 0
+
     def finish(self, cancelled: bool = False, error: BaseException | None = None) -> None:
         """End the task and run its done callbacks, as the loop would."""
         self.is_done = True
