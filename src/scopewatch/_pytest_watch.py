@@ -20,8 +20,8 @@ import pytest
 from scopewatch import _runtime, semconv
 from scopewatch._core import frames
 from scopewatch._core.explain import explain
+from scopewatch._pytest_names import MARKER, ScopewatchViolationWarning
 from scopewatch.instrumentor import ScopeWatchInstrumentor
-from scopewatch.pytest_plugin import MARKER, ScopewatchViolationWarning
 from scopewatch.telemetry.scopes import violation_listeners
 
 if TYPE_CHECKING:

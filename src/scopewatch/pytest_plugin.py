@@ -18,10 +18,14 @@ import argparse
 import os
 from typing import TYPE_CHECKING, Any
 
+from scopewatch._pytest_names import MARKER, ScopewatchViolationWarning
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     import pytest
+
+__all__ = ["MARKER", "MODES", "PLUGIN_NAME", "ScopewatchViolationWarning"]
 
 MODES = ("fail", "warn", "off")
 """Values of ``--scopewatch``."""
@@ -37,12 +41,7 @@ _INI_VALUES = {
     "1": "fail",
     "warn": "warn",
 }
-MARKER = "scopewatch_allow"
 PLUGIN_NAME = "scopewatch-watch"
-
-
-class ScopewatchViolationWarning(UserWarning):
-    """A violation happened during a test run with ``--scopewatch=warn``."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
