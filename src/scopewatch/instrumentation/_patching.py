@@ -1,4 +1,4 @@
-"""Patch bookkeeping, import hooks and task helpers shared by the instrumentation modules."""
+"""The patch registry, import hooks and task helpers shared by the instrumentation modules."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import wrapt
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-_MISSING = object()
 _import_hooks: set[tuple[str, Callable[[types.ModuleType], None]]] = set()
 
 
@@ -46,29 +45,163 @@ def factory_kinds(
     return found
 
 
-class Patches:
-    """Attributes replaced on classes, restored exactly by :meth:`restore`."""
+MISSING: Any = object()
+"""What :meth:`Target.read` gives for an attribute the owner only inherits."""
+
+
+class Target:
+    """One patched place: an attribute of a class or module, or a closure cell.
+
+    ``original`` is what the place held before the first patch (by identity; ``MISSING`` for an
+    inherited attribute). ``layers`` are the patches on it, innermost first.
+    """
+
+    __slots__ = ("layers", "name", "original", "owner")
+
+    def __init__(self, owner: Any, name: str | None) -> None:
+        self.owner = owner
+        self.name = name
+        """The attribute's name; ``None`` for a closure cell (the owner)."""
+        self.original = self.read()
+        self.layers: list[_Layer] = []
+
+    def read(self) -> Any:
+        """The owner's own attribute (``MISSING`` when inherited), or the cell's contents."""
+        if self.name is None:
+            return self.owner.cell_contents
+        return vars(self.owner).get(self.name, MISSING)
+
+    def write(self, value: Any) -> None:
+        """Make :meth:`read` give ``value`` (``MISSING`` removes the owner's own attribute)."""
+        if self.name is None:
+            self.owner.cell_contents = value
+        elif value is not MISSING:
+            setattr(self.owner, self.name, value)
+        elif self.name in vars(self.owner):
+            delattr(self.owner, self.name)
+
+    def wrap(self, make: Callable[[Any], Any]) -> Any:
+        """``make(current)``, as the same kind of descriptor (classmethod, staticmethod)."""
+        if self.name is None:
+            return make(self.owner.cell_contents)
+        found = _lookup(self.owner, self.name)
+        if isinstance(found, (classmethod, staticmethod)):
+            made = make(found.__func__)
+            return made if isinstance(made, type(found)) else type(found)(made)
+        return make(getattr(self.owner, self.name))
+
+    def rebuild(self) -> None:
+        """Back to the original, then every layer again in order (one was taken from below)."""
+        self.write(self.original)
+        for layer in self.layers:
+            layer.value = self.wrap(layer.make)
+            self.write(layer.value)
+
+
+class _Layer:
+    __slots__ = ("holder", "make", "value")
+
+    def __init__(self, holder: object, make: Callable[[Any], Any], value: Any) -> None:
+        self.holder = holder
+        self.make = make
+        self.value = value
+
+
+def _lookup(owner: Any, name: str) -> Any:
+    """``owner.name`` as stored (a classmethod object, not the bound method): own or inherited."""
+    for space in getattr(owner, "__mro__", (owner,)):
+        found = vars(space).get(name, MISSING)
+        if found is not MISSING:
+            return found
+    return MISSING
+
+
+class Registry:
+    """Every patch in the process, by target; each holder's patches restored exactly.
+
+    Two holders may patch one target (``BaseEventLoop.close``): the second wraps the first.
+    Restoring the outer one puts the inner one back; restoring the inner one first rebuilds the
+    outer one on the original (its ``make`` is called again), so any order ends at the original.
+    Install time only: a wrapper never goes through the registry when it is called.
+    """
 
     def __init__(self) -> None:
-        self._saved: list[tuple[type, str, Any]] = []
+        self._targets: dict[tuple[int, str | None], Target] = {}
+        """``(id(owner), name)`` -> target; the target holds its owner, so the id stays its."""
 
-    def patch(self, cls: type, name: str, make: Callable[[Any], Any]) -> None:
-        """Replace ``cls.name`` by ``make(original)``; the original may be inherited."""
-        own = cls.__dict__.get(name, _MISSING)
-        self._saved.append((cls, name, own))
-        setattr(cls, name, make(getattr(cls, name)))
+    def patch(
+        self, holder: object, owner: Any, name: str | None, make: Callable[[Any], Any]
+    ) -> Any:
+        """Replace ``owner.name`` (or cell ``owner``, name ``None``) by ``make(current)``."""
+        key = (id(owner), name)
+        target = self._targets.get(key)
+        if target is None:
+            target = Target(owner, name)
+        value = target.wrap(make)  # may raise: nothing is recorded then
+        self._targets[key] = target
+        target.layers.append(_Layer(holder, make, value))
+        target.write(value)
+        return value
+
+    def restore(self, holder: object) -> None:
+        """Take off every patch of ``holder``, latest first."""
+        for key, target in reversed(list(self._targets.items())):
+            kept = [layer for layer in target.layers if layer.holder is not holder]
+            if len(kept) == len(target.layers):
+                continue
+            on_top = all(a is b for a, b in zip(kept, target.layers, strict=False))
+            target.layers = kept
+            if not kept:
+                del self._targets[key]
+                target.write(target.original)
+            elif on_top:
+                target.write(kept[-1].value)
+            else:
+                target.rebuild()
+
+    def holds(self, holder: object) -> bool:
+        """Whether ``holder`` has a patch in place."""
+        return any(
+            layer.holder is holder for target in self._targets.values() for layer in target.layers
+        )
+
+    def targets(self) -> list[Target]:
+        """Every patched target, in the order first patched."""
+        return list(self._targets.values())
+
+    def __len__(self) -> int:
+        return len(self._targets)
+
+
+REGISTRY = Registry()
+"""The registry every instrumentation module patches through."""
+
+
+class Patches:
+    """One module's patches, kept in :data:`REGISTRY` (or ``registry``)."""
+
+    def __init__(self, registry: Registry | None = None) -> None:
+        self._registry = REGISTRY if registry is None else registry
+
+    def patch(self, owner: Any, name: str, make: Callable[[Any], Any]) -> None:
+        """Replace ``owner.name`` by ``make(original)``; the original may be inherited.
+
+        ``owner`` is a class or a module; a classmethod or staticmethod hands ``make`` its
+        function and stays one. ``make`` builds the wrapper and does nothing else: it runs again
+        when a patch under it is restored first.
+        """
+        self._registry.patch(self, owner, name, make)
+
+    def cell(self, cell: Any, value: Any) -> None:
+        """Set a closure cell's contents to ``value``."""
+        self._registry.patch(self, cell, None, lambda _: value)
 
     def restore(self) -> None:
         """Put every original back (or remove the override when it was inherited)."""
-        while self._saved:
-            cls, name, own = self._saved.pop()
-            if own is _MISSING:
-                delattr(cls, name)
-            else:
-                setattr(cls, name, own)
+        self._registry.restore(self)
 
     def __bool__(self) -> bool:
-        return bool(self._saved)
+        return self._registry.holds(self)
 
 
 def asyncio_current_task() -> Callable[[], Any]:
