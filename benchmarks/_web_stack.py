@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import signal
 import socket
 import sys
 import threading
@@ -42,10 +43,18 @@ def serve() -> None:
         _web_app.build(), log_level="warning", access_log=False, lifespan="on", loop="auto"
     )
     server = uvicorn.Server(config)
+    # uvicorn re-raises the signal that stopped it once it has shut down; with SIGTERM's default
+    # action the process would die there, before atexit shuts the SDK down and flushes the spans
+    # still queued (only full batches of 512 would ever arrive).
+    signal.signal(signal.SIGTERM, _interrupt)
     sys.stdout.write(f"{listener.getsockname()[1]}\n")
     sys.stdout.flush()
     with contextlib.suppress(KeyboardInterrupt):
         server.run(sockets=[listener])
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 # --- load generator (child process, never instrumented) ------------------------------------
