@@ -1,6 +1,8 @@
 """The patch layer: one module per patched API, each with ``install(runtime)`` and ``uninstall()``.
 
 Wrappers here only collect facts and hand them to ``scopewatch._core`` / ``scopewatch.telemetry``.
+Every module patches through its own ``_patching.Patches``, one holder in the process-wide
+``_patching.REGISTRY``, and its ``uninstall()`` restores that holder.
 """
 
 from __future__ import annotations

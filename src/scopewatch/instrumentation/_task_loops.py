@@ -140,7 +140,7 @@ def through_keywords(original: Any, loop: Any, coro: Any, kwargs: dict[str, Any]
     if _tasks._tracker is None:
         return original(loop, coro, **kwargs)
     factory = loop.get_task_factory()
-    if _tasks._cells and factory is getattr(asyncio, "eager_task_factory", None):
+    if _tasks._eager_hooked and factory is getattr(asyncio, "eager_task_factory", None):
         return original(loop, coro, **kwargs)  # builds an _EagerTask: tracked
     record = _tasks._begin(coro, loop)
     if record is None:
@@ -200,5 +200,5 @@ def patch_uvloop(module: ModuleType) -> None:
     if _tasks._tracker is None or loop_class is None or "create_task" in loop_class.__dict__:
         return
     # uvloop's own signature (name, context, and further keywords passed on), on every Python
-    _tasks._patch(loop_class, "create_task", generic_create_task(loop_class.create_task))
-    _tasks._patch(loop_class, "close", close_wrapper(loop_class.close))
+    _tasks._patches.patch(loop_class, "create_task", generic_create_task)
+    _tasks._patches.patch(loop_class, "close", close_wrapper)

@@ -23,7 +23,12 @@ from scopewatch import semconv
 from scopewatch._core import frames
 from scopewatch.instrumentation import _closed_scopes
 from scopewatch.instrumentation import _scope_state as state
-from scopewatch.instrumentation._patching import factory_kinds, hide_own_frame, when_imported
+from scopewatch.instrumentation._patching import (
+    Patches,
+    factory_kinds,
+    hide_own_frame,
+    when_imported,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -35,8 +40,7 @@ _CONTEXTLIB_FILE = contextlib.__file__
 _code_info = frames._code_info
 
 _active = False
-_originals: dict[str, Any] = {}
-_patched: Any = None
+_patches = Patches()
 _pending: dict[int, tuple[Callable[[], object], str]] = {}
 """Scopes ``move_on_after``/``move_on_at`` made, not yet entered: id -> (weak reference to the
 scope, kind). Weak: a scope created and never entered must not be kept (anyio scopes that
@@ -63,36 +67,25 @@ def install(runtime: Any) -> None:
 
 def uninstall() -> None:
     """Restore every original and make the import hook inert."""
-    global _active, _patched
+    global _active
     _active = False
-    if _patched is not None:
-        scope_class, backend_class = _patched
-        for name in ("__enter__", "__exit__", "cancel"):
-            setattr(scope_class, name, _originals[name])
-        backend_class.create_cancel_scope = _originals["create_cancel_scope"]
-        _patched = None
+    _patches.restore()
     _pending.clear()
     state.release()
 
 
 def _on_import(module: ModuleType) -> None:
-    if _active and _patched is None:
+    if _active and not _patches:
         _patch(module)
 
 
 def _patch(module: ModuleType) -> None:
-    global _patched, _task_group_aexit, _task_done, _deadline_callback
+    global _task_group_aexit, _task_done, _deadline_callback
     import anyio
 
     frames.add_internal_package(anyio.__file__)
     scope_class = module.CancelScope
     backend_class = module.AsyncIOBackend
-    _originals.update(
-        __enter__=scope_class.__enter__,
-        __exit__=scope_class.__exit__,
-        cancel=scope_class.cancel,
-        create_cancel_scope=backend_class.__dict__["create_cancel_scope"],
-    )
     kinds = api_kinds()
     factories = {semconv.SPAN_ANYIO_MOVE_ON_AFTER, semconv.SPAN_ANYIO_MOVE_ON_AT}
     _pending_kinds.clear()
@@ -113,7 +106,6 @@ def _patch(module: ModuleType) -> None:
     _deadline_callback = scope_class._timeout.__code__
     _closed_scopes.watch()
     _wrap(scope_class, backend_class)
-    _patched = (scope_class, backend_class)
 
 
 def _nested_code(code: CodeType, name: str) -> CodeType | None:
@@ -143,11 +135,10 @@ def api_kinds() -> dict[int, tuple[CodeType, str]]:
 
 
 def _wrap(scope_class: type, backend_class: type) -> None:
-    scope_class.__enter__ = _enter_wrapper(_originals["__enter__"])  # type: ignore[attr-defined]
-    scope_class.__exit__ = _exit_wrapper(_originals["__exit__"])  # type: ignore[attr-defined]
-    scope_class.cancel = _cancel_wrapper(_originals["cancel"])  # type: ignore[attr-defined]
-    create = _create_wrapper(_originals["create_cancel_scope"].__func__)
-    backend_class.create_cancel_scope = classmethod(create)  # type: ignore[attr-defined]
+    _patches.patch(scope_class, "__enter__", _enter_wrapper)
+    _patches.patch(scope_class, "__exit__", _exit_wrapper)
+    _patches.patch(scope_class, "cancel", _cancel_wrapper)
+    _patches.patch(backend_class, "create_cancel_scope", _create_wrapper)  # stays a classmethod
 
 
 def _create_wrapper(original_create: Callable[..., Any]) -> Callable[..., Any]:

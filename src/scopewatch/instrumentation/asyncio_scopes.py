@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from scopewatch import semconv
 from scopewatch._core import cancels, frames
 from scopewatch.instrumentation import _scope_state as state
-from scopewatch.instrumentation._patching import hide_own_frame
+from scopewatch.instrumentation._patching import Patches, hide_own_frame
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -25,7 +25,7 @@ _PENDING_LIMIT = 4096
 _TIMEOUT_CREATED: Any = None
 """``asyncio.timeouts._State.CREATED``: a timeout not entered yet."""
 _code_info = frames._code_info
-_originals: list[tuple[type, str, Any]] = []
+_patches = Patches()
 _pending_kinds: dict[int, tuple[weakref.ref[Any], str]] = {}
 """``asyncio.timeout()`` objects not yet entered: id -> (weak reference, kind). Weak: one
 created and never entered must not be kept."""
@@ -45,37 +45,33 @@ def _install() -> None:
     timeout_class = asyncio.timeouts.Timeout
     group_class = asyncio.taskgroups.TaskGroup
     timeout_code = asyncio.timeouts.timeout.__code__
-    _patch(timeout_class, "__init__", _timeout_init(timeout_class.__init__, timeout_code))
+    patch = _patches.patch
+    patch(timeout_class, "__init__", lambda original: _timeout_init(original, timeout_code))
     global _TIMEOUT_CREATED
     _TIMEOUT_CREATED = getattr(getattr(asyncio.timeouts, "_State", None), "CREATED", None)
-    _patch(
+    patch(
         timeout_class,
         "__aenter__",
-        _aenter(timeout_class.__aenter__, _timeout_kind, _timeout_will_enter),
+        lambda original: _aenter(original, _timeout_kind, _timeout_will_enter),
     )
-    _patch(timeout_class, "__aexit__", _aexit(timeout_class.__aexit__, _timeout_facts))
-    _patch(timeout_class, "_on_timeout", _on_timeout(timeout_class.__dict__["_on_timeout"]))
-    _patch(
-        group_class, "__aenter__", _aenter(group_class.__aenter__, _group_kind, _group_will_enter)
+    patch(timeout_class, "__aexit__", lambda original: _aexit(original, _timeout_facts))
+    patch(timeout_class, "_on_timeout", _on_timeout)
+    patch(
+        group_class,
+        "__aenter__",
+        lambda original: _aenter(original, _group_kind, _group_will_enter),
     )
-    _patch(group_class, "__aexit__", _aexit(group_class.__aexit__, _group_facts))
-    _patch(group_class, "_abort", _abort(group_class.__dict__["_abort"]))
+    patch(group_class, "__aexit__", lambda original: _aexit(original, _group_facts))
+    patch(group_class, "_abort", _abort)
     if "cancel" in group_class.__dict__:  # 3.15+ (gh-108951); its _abort() call comes second
-        _patch(group_class, "cancel", _group_cancel(group_class.__dict__["cancel"]))
+        patch(group_class, "cancel", _group_cancel)
 
 
 def uninstall() -> None:
     """Restore every original."""
-    while _originals:
-        owner, name, original = _originals.pop()
-        setattr(owner, name, original)
+    _patches.restore()
     _pending_kinds.clear()
     state.release()
-
-
-def _patch(owner: type, name: str, replacement: Any) -> None:
-    _originals.append((owner, name, owner.__dict__[name]))
-    setattr(owner, name, replacement)
 
 
 def _timeout_kind(timeout: Any) -> str:

@@ -14,19 +14,30 @@ from typing import Any
 
 from scopewatch._core import asyncgens
 from scopewatch.instrumentation import _scope_state as state
+from scopewatch.instrumentation._patching import Patches
 
 _LOOP_CLASS = asyncio.base_events.BaseEventLoop
-_originals: dict[str, Any] = {}
+_patches = Patches()
 
 
 def install(runtime: Any) -> None:
     """Wrap ``BaseEventLoop._asyncgen_finalizer_hook`` and ``BaseEventLoop.close``."""
     del runtime
-    if _originals:
+    if _patches:
         return
+    _patches.patch(_LOOP_CLASS, "_asyncgen_finalizer_hook", _finalizer_hook)
+    _patches.patch(_LOOP_CLASS, "close", _close)
+    asyncgens.hook_installed = True
+
+
+def uninstall() -> None:
+    """Restore the originals."""
+    _patches.restore()
+    asyncgens.reset()
+
+
+def _finalizer_hook(original_hook: Any) -> Any:
     part = state.PART
-    original_hook = _LOOP_CLASS.__dict__["_asyncgen_finalizer_hook"]
-    original_close = _LOOP_CLASS.__dict__["close"]
 
     def _asyncgen_finalizer_hook(self: Any, agen: Any) -> None:
         if part.enabled:
@@ -34,6 +45,12 @@ def install(runtime: Any) -> None:
             if frame is not None:
                 asyncgens.finalizer_scheduled(id(frame))
         original_hook(self, agen)
+
+    return _asyncgen_finalizer_hook
+
+
+def _close(original_close: Any) -> Any:
+    part = state.PART
 
     def close(self: Any) -> None:
         tracker = state.tracker
@@ -45,15 +62,4 @@ def install(runtime: Any) -> None:
         original_close(self)
 
     close.__doc__ = original_close.__doc__
-    _originals.update(_asyncgen_finalizer_hook=original_hook, close=original_close)
-    _LOOP_CLASS._asyncgen_finalizer_hook = _asyncgen_finalizer_hook  # type: ignore[attr-defined]
-    _LOOP_CLASS.close = close  # type: ignore[method-assign]
-    asyncgens.hook_installed = True
-
-
-def uninstall() -> None:
-    """Restore the originals."""
-    for name, original in _originals.items():
-        setattr(_LOOP_CLASS, name, original)
-    _originals.clear()
-    asyncgens.reset()
+    return close

@@ -23,7 +23,7 @@ from scopewatch._core.task_ends import FACTS_ATTRIBUTE, RECORD_ATTRIBUTE, carrie
 from scopewatch._core.tasks import Facts, TaskRecord, TaskTracker
 from scopewatch._safety import Part
 from scopewatch.instrumentation import _scope_state
-from scopewatch.instrumentation._patching import when_imported
+from scopewatch.instrumentation._patching import Patches, when_imported
 from scopewatch.telemetry.counts import new_tally
 from scopewatch.telemetry.metrics import warn_bound_reached
 from scopewatch.telemetry.tasks import TaskTelemetry
@@ -51,9 +51,9 @@ plain wrapper (tasks tracked, built by asyncio itself: no canceller attribution)
 _tracker: TaskTracker | None = None
 _telemetry: TaskTelemetry | None = None
 _live = False
-_originals: list[tuple[Any, str, Any]] = []
-_cells: list[tuple[Any, Any]] = []
-_ABSENT: Any = object()
+_patches = Patches()
+_eager_hooked = False
+"""Whether ``asyncio.eager_task_factory`` builds :class:`_EagerTask` (its closure cell is set)."""
 _add_done_callback = asyncio.Task.add_done_callback
 _remove_done_callback = asyncio.Task.remove_done_callback
 CARRIER_ATTRIBUTE = "_scopewatch_carrier"
@@ -144,7 +144,7 @@ class _EagerTask(Task):
 
 def install(runtime: Runtime) -> None:
     """Replace ``create_task`` / ``close`` of the loop classes; hook eager tasks and uvloop."""
-    global _tracker, _telemetry, _live
+    global _tracker, _telemetry, _live, _eager_hooked
     telemetry = TaskTelemetry(runtime)
     settings = runtime.settings
     tracker = TaskTracker(
@@ -174,20 +174,20 @@ def install(runtime: Runtime) -> None:
 
     loop_class = asyncio.BaseEventLoop
     wrap = _base_create_task if KNOWN_CREATE_TASK else _task_loops.newer_create_task
-    _patch(loop_class, "create_task", wrap(loop_class.__dict__["create_task"]))
-    _patch(loop_class, "close", _task_loops.close_wrapper(loop_class.__dict__["close"]))
+    _patches.patch(loop_class, "create_task", wrap)
+    _patches.patch(loop_class, "close", _task_loops.close_wrapper)
     factory = getattr(asyncio, "eager_task_factory", None)
     closure = getattr(factory, "__closure__", None)
     if closure and closure[0].cell_contents is asyncio.Task:
-        _cells.append((closure[0], asyncio.Task))
-        closure[0].cell_contents = _EagerTask
+        _patches.cell(closure[0], _EagerTask)
+        _eager_hooked = True
     when_imported("uvloop", _task_loops.patch_uvloop)
     when_imported("anyio", _anyio_is_library)
 
 
 def uninstall() -> None:
     """Restore every original (tasks created meanwhile keep working as plain tasks)."""
-    global _tracker, _telemetry, _live
+    global _tracker, _telemetry, _live, _eager_hooked
     scopes = _scope_state.tracker
     if (
         scopes is not None
@@ -195,22 +195,8 @@ def uninstall() -> None:
         and scopes.task_cancel_info == _tracker.cancel_info
     ):
         scopes.task_cancel_info = None
-    while _originals:
-        owner, name, original = _originals.pop()
-        if original is _ABSENT:
-            delattr(owner, name)
-        else:
-            setattr(owner, name, original)
-    while _cells:
-        cell, original = _cells.pop()
-        cell.cell_contents = original
-    _tracker, _telemetry, _live = None, None, False
-
-
-def _patch(owner: Any, name: str, replacement: Any) -> None:
-    """Set ``owner.name``; an inherited attribute is deleted again on uninstall."""
-    _originals.append((owner, name, owner.__dict__.get(name, _ABSENT)))
-    setattr(owner, name, replacement)
+    _patches.restore()
+    _tracker, _telemetry, _live, _eager_hooked = None, None, False, False
 
 
 def _scope_record(obj: object) -> ScopeRecord | None:
@@ -379,7 +365,7 @@ def _through(original: Any, loop: Any, coro: Any, name: Any, context: Any) -> An
     if _tracker is None:
         return _call(original, loop, coro, name, context)
     factory = loop.get_task_factory()
-    if _cells and factory is getattr(asyncio, "eager_task_factory", None):
+    if _eager_hooked and factory is getattr(asyncio, "eager_task_factory", None):
         return _call(original, loop, coro, name, context)  # builds an _EagerTask: tracked
     record = _begin(coro, loop)
     if record is None:

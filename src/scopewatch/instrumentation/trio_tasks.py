@@ -19,7 +19,7 @@ from scopewatch._core import frames
 from scopewatch._core.tasks import TaskTracker
 from scopewatch._core.trio_tasks import TrioRun
 from scopewatch._safety import Part
-from scopewatch.instrumentation._patching import when_imported
+from scopewatch.instrumentation._patching import Patches, when_imported
 from scopewatch.telemetry.tasks import TaskTelemetry
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ PART = Part("trio task instrumentation")
 
 _tracker: TaskTracker | None = None
 _telemetry: TaskTelemetry | None = None
-_patched: list[tuple[Any, str, Any]] = []
+_patches = Patches()
 _instruments: weakref.WeakSet[Any] = weakref.WeakSet()
 """Instruments added to runs not yet ended."""
 
@@ -51,9 +51,7 @@ def install(runtime: Runtime) -> None:
 def uninstall() -> None:
     """Restore ``setup_runner``; remove or neutralise the instruments of runs still going."""
     global _tracker, _telemetry
-    while _patched:
-        owner, name, original = _patched.pop()
-        setattr(owner, name, original)
+    _patches.restore()
     instruments = list(_instruments)
     _instruments.clear()
     if instruments:
@@ -72,8 +70,7 @@ def _trio_imported(module: ModuleType) -> None:
     if run_module is None or original is None:
         PART.fail(RuntimeError("trio._core._run.setup_runner not found: trio tasks not tracked"))
         return
-    _patched.append((run_module, "setup_runner", original))
-    run_module.setup_runner = _setup_runner(original)
+    _patches.patch(run_module, "setup_runner", _setup_runner)
     from scopewatch.instrumentation import _trio_task_instrument
 
     runner = _trio_task_instrument.running_runner()
