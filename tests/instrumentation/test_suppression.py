@@ -9,6 +9,7 @@ span, no metric point and no record, on every backend. ``asyncio.run`` / ``anyio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -16,12 +17,16 @@ from typing import Any
 import anyio
 import pytest
 import trio
+from mcp import Client
+from mcp.server.mcpserver import MCPServer
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 import scopewatch
+from scopewatch import semconv
 from scopewatch.instrumentation import _scope_state
 from scopewatch.instrumentation import tasks as task_instrumentation
 from tests.support.markers import needs_311
+from tests.support.scope_counts import scope_counts
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -134,24 +139,35 @@ def run_session() -> None:
     asyncio.run(session_workload())
 
 
+def run_mcp_client() -> None:
+    server = MCPServer("calculator")
+
+    @server.tool()
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    async def main() -> None:
+        async with Client(server) as client:
+            await client.call_tool("add", {"a": 1, "b": 2})
+
+    asyncio.run(main())
+
+
 RUNS: dict[str, Callable[[], None]] = {
     "anyio on asyncio": run_anyio_asyncio,
     "anyio on trio": run_anyio_trio,
     "asyncio": run_asyncio,
     "trio": run_trio,
 }
-NOT_HONOURED = pytest.mark.xfail(
-    strict=True,
-    reason="not honoured yet: the scope and task wrappers track and report without "
-    "checking is_instrumentation_enabled() (hot-path files, left to the lead)",
-)
 CASES = [
     *(
-        pytest.param(run, feature, id=f"{feature}-{name}", marks=marks)
+        pytest.param(run, feature, id=f"{feature}-{name}")
         for name, run in RUNS.items()
-        for feature, marks in (("scopes", NOT_HONOURED), ("tasks", NOT_HONOURED), ("locks", ()))
+        for feature in ("scopes", "tasks", "locks")
     ),
     pytest.param(run_session, "sessions", id="sessions-track_session"),
+    pytest.param(run_mcp_client, "sessions", id="sessions-mcp"),
 ]
 
 
@@ -196,3 +212,99 @@ def test_a_suppressed_run_makes_no_telemetry_and_no_record(workload, feature, in
         telemetry = run_instrumented(instrument, workload, feature)
     assert produced(telemetry) == {}
     assert seen == []
+
+
+# --- an untracked scope among tracked ones -------------------------------------------------------
+
+SCOPES: dict[str, tuple[Callable[[Callable[[], Any]], None], Callable[[], Any], str]] = {
+    "anyio on asyncio": (
+        lambda main: anyio.run(main, backend="asyncio"),
+        anyio.CancelScope,
+        semconv.SPAN_ANYIO_CANCEL_SCOPE,
+    ),
+    "anyio on trio": (
+        lambda main: anyio.run(main, backend="trio"),
+        anyio.CancelScope,
+        semconv.SPAN_ANYIO_CANCEL_SCOPE,
+    ),
+    "trio": (trio.run, trio.CancelScope, semconv.SPAN_TRIO_CANCEL_SCOPE),
+}
+
+
+def tracked(scope: object) -> bool:
+    """Whether ``scope`` is tracked (anyio's trio backend: the trio scope it wraps)."""
+    scope = getattr(scope, "_CancelScope__original", scope)
+    tracker = _scope_state.tracker
+    return tracker is not None and tracker.record_of(scope) is not None
+
+
+@pytest.mark.parametrize("backend", SCOPES)
+def test_an_untracked_scope_between_tracked_ones_makes_no_violation(backend, instrument):
+    """Entered under suppression inside a tracked scope, with a tracked one inside it."""
+    run, make, kind = SCOPES[backend]
+    telemetry = instrument(instrument="scopes")
+    found: list[bool] = []
+
+    async def main() -> None:
+        with make() as outer:
+            hidden_stack = contextlib.ExitStack()
+            with suppress_instrumentation():
+                hidden = hidden_stack.enter_context(make())
+            with make() as inner:  # suppression is over, the untracked scope still entered
+                found.extend(tracked(scope) for scope in (outer, hidden, inner))
+            hidden_stack.close()
+            found.append(tracked(hidden))
+
+    run(main)
+    assert found == [True, False, True, False]
+    assert telemetry.violation_spans() == []
+    assert scope_counts(telemetry) == {(kind, semconv.OUTCOME_OK): 2}
+
+
+@needs_311
+def test_asyncio_untracked_timeout_hides_no_violation_of_tracked_ones(instrument):
+    """Tracked timeouts exited out of order around an untracked one: exactly their violation."""
+    telemetry = instrument(instrument="scopes")
+    found: list[bool] = []
+
+    async def main() -> None:
+        outer = asyncio.timeout(10)  # type: ignore[attr-defined]
+        await outer.__aenter__()
+        with suppress_instrumentation():
+            hidden = asyncio.timeout(10)  # type: ignore[attr-defined]
+            await hidden.__aenter__()
+        inner = asyncio.timeout(10)  # type: ignore[attr-defined]
+        await inner.__aenter__()
+        found.extend(tracked(scope) for scope in (outer, hidden, inner))
+        await outer.__aexit__(None, None, None)  # non-LIFO: inner is still entered
+        await inner.__aexit__(None, None, None)
+        await hidden.__aexit__(None, None, None)
+        leaked = asyncio.timeout(10)  # type: ignore[attr-defined]
+        await leaked.__aenter__()  # never exited: leaked when the loop closes
+        with suppress_instrumentation():
+            await asyncio.timeout(10).__aenter__()  # type: ignore[attr-defined]  # untracked
+
+    asyncio.run(main())
+    assert found == [True, False, True]
+    kinds = sorted(
+        str(span.attributes[semconv.VIOLATION_KIND]) for span in telemetry.violation_spans()
+    )
+    assert kinds == [semconv.KIND_NON_LIFO_EXIT, semconv.KIND_SCOPE_LEAKED]
+    assert scope_counts(telemetry) == {(semconv.SPAN_ASYNCIO_TIMEOUT, semconv.OUTCOME_OK): 2}
+
+
+@pytest.mark.parametrize("backend", SCOPES)
+def test_a_tracked_scope_exited_under_suppression_still_ends(backend, instrument):
+    """Suppression is judged at enter: a tracked scope's exit is never lost (no false leak)."""
+    run, make, kind = SCOPES[backend]
+    telemetry = instrument(instrument="scopes")
+
+    async def main() -> None:
+        scope = make()
+        scope.__enter__()
+        with suppress_instrumentation():
+            scope.__exit__(None, None, None)
+
+    run(main)
+    assert telemetry.violation_spans() == []
+    assert scope_counts(telemetry) == {(kind, semconv.OUTCOME_OK): 1}

@@ -17,6 +17,7 @@ from scopewatch._core.task_ends import ended
 from scopewatch._core.tasks import TaskRecord
 from scopewatch.instrumentation import _scope_state
 from scopewatch.instrumentation import tasks as _tasks
+from scopewatch.instrumentation._suppression import instrumentation_enabled
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -83,11 +84,14 @@ def keywords_create_task(original: Any) -> Any:
     are in its slot before that.
     """
     task_class = _tasks.Task
+    enabled = instrumentation_enabled
 
     def create_task(self: Any, coro: Any, **kwargs: Any) -> Any:
         tracker = _tasks._tracker
         if tracker is None or self._task_factory is not None or not _tasks.PART.enabled:
             return through_keywords(original, self, coro, kwargs)
+        if not enabled():  # suppressed: a plain task, not tracked
+            return original(self, coro, **kwargs)
         self._check_closed()
         try:
             facts = tracker.facts(coro, self)

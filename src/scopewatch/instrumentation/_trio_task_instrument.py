@@ -25,6 +25,7 @@ from scopewatch import semconv
 from scopewatch._core import frames
 from scopewatch._core.trio_tasks import outcome_of
 from scopewatch._safety import warn_once
+from scopewatch.instrumentation._suppression import instrumentation_enabled
 from scopewatch.instrumentation.trio_tasks import PART
 
 if TYPE_CHECKING:
@@ -57,8 +58,8 @@ class TaskInstrument(trio.abc.Instrument):
             self._runner = lambda: runner
 
     def task_spawned(self, task: trio.lowlevel.Task) -> None:
-        """Track ``task``; in ``all`` mode start its span inside the task's context."""
-        if not self.active or not PART.enabled:
+        """Track ``task`` (not when spawned under suppression); ``all`` mode: start its span."""
+        if not self.active or not PART.enabled or not instrumentation_enabled():
             return
         try:
             self._spawned(task)

@@ -17,6 +17,7 @@ from scopewatch import semconv
 from scopewatch._core import cancels, frames
 from scopewatch.instrumentation import _scope_state as state
 from scopewatch.instrumentation._patching import Patches, hide_own_frame
+from scopewatch.instrumentation._suppression import instrumentation_enabled
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -136,6 +137,7 @@ def _aenter(
     getframe = sys._getframe
     running_loop = state.running_loop
     task_of_loop = state.task_of_loop
+    enabled = instrumentation_enabled
 
     def __aenter__(self: Any) -> Any:
         if part.enabled:
@@ -143,7 +145,10 @@ def _aenter(
             task = task_of_loop(loop) if loop is not None else None
             try:
                 if task is not None and will_enter(self, loop):
-                    _on_enter(self, kind_of(self), getframe(1), task, loop)
+                    if enabled():
+                        _on_enter(self, kind_of(self), getframe(1), task, loop)
+                    elif _pending_kinds:  # suppressed: untracked, its exit passes straight through
+                        _pending_kinds.pop(id(self), None)
             except Exception as error:
                 part.fail(error)
         return original(self)

@@ -24,6 +24,7 @@ from scopewatch._core.tasks import Facts, TaskRecord, TaskTracker
 from scopewatch._safety import Part
 from scopewatch.instrumentation import _scope_state
 from scopewatch.instrumentation._patching import Patches, when_imported
+from scopewatch.instrumentation._suppression import instrumentation_enabled
 from scopewatch.telemetry.counts import new_tally
 from scopewatch.telemetry.metrics import warn_bound_reached
 from scopewatch.telemetry.tasks import TaskTelemetry
@@ -219,7 +220,7 @@ def _anyio_is_library(module: ModuleType) -> None:
 
 def _begin(coro: Any, loop: Any) -> TaskRecord | None:
     tracker = _tracker
-    if tracker is None or not PART.enabled:
+    if tracker is None or not PART.enabled or not instrumentation_enabled():
         return None
     try:
         if loop is None:
@@ -318,6 +319,7 @@ def _created_live(loop: Any, coro: Any, name: Any, context: Any, record: TaskRec
 
 def _base_create_task(original: Any) -> Any:
     """``BaseEventLoop.create_task``, building scopewatch's ``Task`` when there is no factory."""
+    enabled = instrumentation_enabled
 
     def create_task(self: Any, coro: Any, *, name: Any = None, context: Any = None) -> Any:
         tracker = _tracker
@@ -328,6 +330,8 @@ def _base_create_task(original: Any) -> Any:
             or not PART.enabled
         ):
             return _through(original, self, coro, name, context)
+        if not enabled():  # suppressed: a plain task, not tracked
+            return _call(original, self, coro, name, context)
         self._check_closed()
         try:  # the hot path: _begin and _register inlined
             facts = tracker.facts(coro, self)

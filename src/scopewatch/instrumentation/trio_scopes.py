@@ -29,6 +29,7 @@ from scopewatch.instrumentation._patching import (
     hide_own_frame,
     when_imported,
 )
+from scopewatch.instrumentation._suppression import instrumentation_enabled
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -223,6 +224,7 @@ def _enter(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
     part = state.PART
     getframe = sys._getframe
     closed = _closed_scopes.codes
+    enabled = instrumentation_enabled
 
     def __enter__(self: Any) -> Any:
         result = original(self)
@@ -234,7 +236,10 @@ def _enter(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
                 if frame is not None:
                     code = frame.f_code
                     if closed.get(id(code)) is not code:  # a self-contained trio scope
-                        _on_enter(self, frame)
+                        if enabled():
+                            _on_enter(self, frame)
+                        elif _pending:  # suppressed: untracked, its exit passes straight through
+                            _pending.pop(id(self), None)
             except Exception as error:
                 part.fail(error)
         return result

@@ -1,0 +1,50 @@
+"""``instrumentation_enabled()``: OpenTelemetry's ``is_instrumentation_enabled()``, made cheap.
+
+Every scope enter and task creation asks it (DESIGN rule 2: suppressed, straight through), so
+it reads what ``opentelemetry.instrumentation.utils.is_instrumentation_enabled`` reads without
+its call chain: the current context from the runtime context's ``ContextVar`` (any other
+runtime context is asked through the API), an empty context at once, else its two keys.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+from opentelemetry.instrumentation import utils
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+_PLAIN_KEY: str = getattr(utils, "_SUPPRESS_INSTRUMENTATION_KEY_PLAIN", "suppress_instrumentation")
+"""The key ``suppress_instrumentation()`` also sets, for code that reads it by name."""
+
+
+def _context_reader() -> Callable[[], Any]:
+    """``context.get_current``, or the ``ContextVar``'s own ``get`` when that is what it reads."""
+    from opentelemetry.context import contextvars_context
+
+    runtime_context = getattr(context, "_RUNTIME_CONTEXT", None)
+    variable = getattr(runtime_context, "_current_context", None)
+    if type(runtime_context) is contextvars_context.ContextVarsRuntimeContext and isinstance(
+        variable, contextvars.ContextVar
+    ):
+        return variable.get
+    return context.get_current
+
+
+def _enabled_function() -> Callable[[], bool]:
+    current_context = _context_reader()
+    key, plain = _SUPPRESS_INSTRUMENTATION_KEY, _PLAIN_KEY
+
+    def instrumentation_enabled() -> bool:
+        """False inside ``suppress_instrumentation()``, as ``is_instrumentation_enabled`` says."""
+        current = current_context()
+        return not (current and (current.get(key) or current.get(plain)))
+
+    return instrumentation_enabled
+
+
+instrumentation_enabled = _enabled_function()
