@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from opentelemetry.metrics import Meter, MeterProvider
     from opentelemetry.trace import Tracer, TracerProvider
 
+    from scopewatch._core.tasks import TaskTracker
+    from scopewatch._core.tracker import ScopeTracker
     from scopewatch.config import Settings
     from scopewatch.telemetry.metrics import Instruments
+    from scopewatch.telemetry.scopes import ViolationListener
 
 
 @dataclass
@@ -23,8 +28,14 @@ class Runtime:
     tracer: Tracer
     meter: Meter
     instruments: Instruments
-    extras: dict[str, Any]
-    """Per-feature state (e.g. the scope tracker), keyed by feature name."""
+    scopes: ScopeTracker | None = None
+    """The scopes feature's tracker, once a scope module is installed."""
+    tasks: TaskTracker | None = None
+    """The tasks feature's tracker (asyncio's; trio tasks report to it too)."""
+    violation_listeners: list[ViolationListener] = field(default_factory=list)
+    """Callables told about every violation (sessions and the pytest plugin subscribe)."""
+    on_provider_shutdown: list[Callable[[Tracer], None]] = field(default_factory=list)
+    """Called with a no-op tracer when the tracer provider shuts down."""
 
 
 current: Runtime | None = None

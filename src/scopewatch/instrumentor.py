@@ -56,7 +56,6 @@ class ScopeWatchInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             tracer=tracer,
             meter=meter,
             instruments=Instruments(meter),
-            extras={},
         )
         _runtime.current = runtime
         self._installed = []

@@ -168,7 +168,7 @@ def test_a_thread_tally_is_exact_when_threads_race():
 def tasks_tracker() -> Any:
     runtime = _runtime.current
     assert runtime is not None
-    return runtime.extras["tasks"]
+    return runtime.tasks
 
 
 def test_active_tasks_without_a_gil_are_exact_with_loops_in_threads(monkeypatch, instrument):

@@ -133,7 +133,7 @@ def test_max_tracked_exceeded_counts_warns_once_and_keeps_reporting(
     setup = setup_factory(max_tracked=bound)
     runtime = _runtime.current
     assert runtime is not None
-    scopes, tasks = runtime.extras["scopes"], runtime.extras["tasks"]
+    scopes, tasks = runtime.scopes, runtime.tasks
     assert run(caplog) == expected
     assert errors(caplog) == []
     bound_warnings = [w for w in warnings(caplog) if "OTEL_PYTHON_SCOPEWATCH_MAX_TRACKED" in w]

@@ -35,7 +35,7 @@ def acquire(runtime: Runtime) -> ScopeTracker:
         tracker.untracked = new_tally()  # kept per thread without a GIL
         scopes = tracker
         runtime.instruments.set_untracked(semconv.UNTRACKED_SCOPE, lambda: int(scopes.untracked))
-        runtime.extras["scopes"] = tracker
+        runtime.scopes = tracker
         PART.reset()
     _users += 1
     return tracker

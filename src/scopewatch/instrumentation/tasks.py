@@ -165,7 +165,7 @@ def install(runtime: Runtime) -> None:
     tracker.quick = settings.durations != "all"
     runtime.instruments.set_untracked(semconv.UNTRACKED_TASK, lambda: int(tracker.untracked))
     _telemetry, _tracker, _live = telemetry, tracker, telemetry.live_spans
-    runtime.extras["tasks"] = tracker
+    runtime.tasks = tracker
     runtime.instruments.set_active_tasks(lambda: int(tracker.active))
     scopes = _scope_state.tracker
     if scopes is not None:

@@ -16,7 +16,6 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from scopewatch._core import frames
-from scopewatch._core.tasks import TaskTracker
 from scopewatch._core.trio_tasks import TrioRun
 from scopewatch._safety import Part
 from scopewatch.instrumentation._patching import Patches, when_imported
@@ -25,6 +24,7 @@ from scopewatch.telemetry.tasks import TaskTelemetry
 if TYPE_CHECKING:
     from types import ModuleType
 
+    from scopewatch._core.tasks import TaskTracker
     from scopewatch._runtime import Runtime
 
 PART = Part("trio task instrumentation")
@@ -39,8 +39,8 @@ _instruments: weakref.WeakSet[Any] = weakref.WeakSet()
 def install(runtime: Runtime) -> None:
     """Instrument every trio run started from now on (and the calling thread's current run)."""
     global _tracker, _telemetry
-    tracker = runtime.extras.get("tasks")
-    if not isinstance(tracker, TaskTracker):
+    tracker = runtime.tasks
+    if tracker is None:
         return  # the asyncio task part could not be installed: it owns the shared tracker
     _tracker = tracker
     _telemetry = tracker.sink if isinstance(tracker.sink, TaskTelemetry) else None

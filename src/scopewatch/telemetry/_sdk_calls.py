@@ -26,18 +26,16 @@ if TYPE_CHECKING:
 
     from scopewatch._runtime import Runtime
 
-_ON_SHUTDOWN = "tracer_provider_shutdown"
-
 
 def on_provider_shutdown(runtime: Runtime, use_tracer: Callable[[Tracer], None]) -> None:
     """Call ``use_tracer`` with a no-op tracer when the runtime's tracer provider shuts down."""
-    runtime.extras.setdefault(_ON_SHUTDOWN, []).append(use_tracer)
+    runtime.on_provider_shutdown.append(use_tracer)
 
 
 def provider_shut_down(runtime: Runtime) -> None:
     """The runtime's tracer provider shut down: stop starting spans on it."""
     tracer = NoOpTracer()
-    for use_tracer in runtime.extras.get(_ON_SHUTDOWN, ()):
+    for use_tracer in runtime.on_provider_shutdown:
         use_tracer(tracer)
 
 

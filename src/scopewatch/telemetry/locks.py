@@ -161,7 +161,7 @@ def stop() -> None:
 def _tracker_deadline(task: Any) -> bool:
     """Ask the scope tracker (scopes feature) whether a scope of ``task`` hit its deadline."""
     runtime = _probe_runtime
-    tracker = runtime.extras.get("scopes") if runtime is not None else None
+    tracker = runtime.scopes if runtime is not None else None
     if tracker is None:
         return False
     return any(

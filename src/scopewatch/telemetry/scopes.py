@@ -32,8 +32,7 @@ ViolationListener = Callable[[Violation, "SpanContext | None"], None]
 
 def violation_listeners(runtime: Runtime) -> list[ViolationListener]:
     """Callables told about every violation (sessions and the pytest plugin subscribe)."""
-    listeners: list[ViolationListener] = runtime.extras.setdefault("violation_listeners", [])
-    return listeners
+    return runtime.violation_listeners
 
 
 def violation_event_attributes(violation: Violation) -> dict[str, Any]:
