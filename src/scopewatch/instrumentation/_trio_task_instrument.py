@@ -26,13 +26,13 @@ from scopewatch._core import frames
 from scopewatch._core.trio_tasks import outcome_of
 from scopewatch._safety import warn_once
 from scopewatch.instrumentation._suppression import instrumentation_enabled
-from scopewatch.instrumentation.trio_tasks import PART
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from types import CodeType, FrameType
 
     from scopewatch._core.trio_tasks import TrioRun
+    from scopewatch._safety import Part
     from scopewatch.telemetry.tasks import TaskTelemetry
 
 _RUN_FILE = os.path.join("trio", "_core", "_run.py")
@@ -46,8 +46,10 @@ _exit_codes: dict[CodeType, bool] = {}
 class TaskInstrument(trio.abc.Instrument):
     """Tells a :class:`~scopewatch._core.trio_tasks.TrioRun` about each task of its run."""
 
-    def __init__(self, run: TrioRun, live: TaskTelemetry | None, runner: Any) -> None:
+    def __init__(self, run: TrioRun, live: TaskTelemetry | None, runner: Any, part: Part) -> None:
         self.run = run
+        self.part = part
+        """The trio task feature's on/off switch (a failing hook turns it off)."""
         self.live = live
         """The telemetry, in ``all`` mode (spans start at spawn)."""
         self.active = True
@@ -59,31 +61,31 @@ class TaskInstrument(trio.abc.Instrument):
 
     def task_spawned(self, task: trio.lowlevel.Task) -> None:
         """Track ``task`` (not when spawned under suppression); ``all`` mode: start its span."""
-        if not self.active or not PART.enabled or not instrumentation_enabled():
+        if not self.active or not self.part.enabled or not instrumentation_enabled():
             return
         try:
             self._spawned(task)
         except Exception as error:
-            PART.fail(error)
+            self.part.fail(error)
 
     def task_exited(self, task: trio.lowlevel.Task) -> None:
         """Report how ``task`` ended and, if cancelled, the scope that cancelled it."""
-        if not self.active or not PART.enabled or task not in self.run.records:
+        if not self.active or not self.part.enabled or task not in self.run.records:
             return
         try:
             self._exited(task, sys._getframe(1))
         except Exception as error:
-            PART.fail(error)
+            self.part.fail(error)
 
     def after_run(self) -> None:
         """The run is over: anything still tracked never ended."""
-        if not self.active or not PART.enabled:
+        if not self.active or not self.part.enabled:
             return
         self.active = False
         try:
             self.run.closed()
         except Exception as error:
-            PART.fail(error)
+            self.part.fail(error)
 
     def _spawned(self, task: trio.lowlevel.Task) -> None:
         runner = self._runner()

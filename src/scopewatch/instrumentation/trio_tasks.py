@@ -103,7 +103,7 @@ def _watch(runner: Any) -> None:
         telemetry = _telemetry
         live = telemetry if telemetry is not None and telemetry.live_spans else None
         instrument = _trio_task_instrument.TaskInstrument(
-            TrioRun(tracker, tracker.sink), live, runner
+            TrioRun(tracker, tracker.sink), live, runner, PART
         )
         runner.instruments.add_instrument(instrument)
         _instruments.add(instrument)
