@@ -21,6 +21,7 @@ from scopewatch._core import classify, frames, task_adapters
 from scopewatch._core.loose_cancels import LooseCancels
 from scopewatch._core.records import CancelInfo, ScopeRecord, Violation
 from scopewatch._core.scope_cancels import ScopeCancels
+from scopewatch._core.scope_ends import ScopeEnds
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -68,6 +69,10 @@ def _no_context() -> None:
     return None
 
 
+TaskScope = tuple[object, str, float | None, bool]
+"""``(scope, kind, timeout, shield)`` of a task's own scope, tracked late (``task_scope``)."""
+
+
 class _TaskScopes:
     __slots__ = ("records", "task_ref")
 
@@ -76,7 +81,7 @@ class _TaskScopes:
         self.records: list[ScopeRecord] = []
 
 
-class ScopeTracker(ScopeCancels):
+class ScopeTracker(ScopeCancels, ScopeEnds):
     """Scope records by scope and by task, and the rules that find violations."""
 
     def __init__(
@@ -116,6 +121,11 @@ class ScopeTracker(ScopeCancels):
         """Seconds past which a scope is anomalous however it ended."""
         self._loose_cancels = LooseCancels()
         """Cancels of scopes not entered (exited already, or not yet entered)."""
+        self.task_scope: Callable[[Any], TaskScope | None] | None = None
+        """Finds the library scope around a whole task's body that is not tracked when it is
+        entered (anyio's per-task scope, which every spawned task enters): asked once per
+        task, at its first tracked scope or a cancel of that scope, which is tracked from
+        then on, below the task's other scopes."""
 
     # --- enter ------------------------------------------------------------------------------
 
@@ -193,7 +203,43 @@ class ScopeTracker(ScopeCancels):
             entry = _TaskScopes(weakref.ref(task, functools.partial(self._forget_task, key)))
             self._by_task[key] = entry
             task_adapters.adapter_of(task).watch(task, self._task_done)
+            if self.task_scope is not None:
+                found = self.task_scope(task)
+                if found is not None:
+                    self._track_task_scope(task, entry, *found)
         return entry
+
+    def track_task(self, task: Any) -> None:
+        """Track ``task``'s scopes from now on (its own scope included), if not yet."""
+        entry = self._by_task.get(id(task))
+        if entry is None or entry.task_ref() is not task:
+            self._scopes_of(task)
+
+    def _track_task_scope(
+        self,
+        task: Any,
+        entry: _TaskScopes,
+        obj: object,
+        kind: str,
+        timeout: float | None,
+        shield: bool,
+    ) -> None:
+        """Put the task's own scope, entered before anything tracked, under its other scopes.
+
+        Its start is when it is first tracked (its enter was not seen); it becomes a span
+        only when violated (a task returning with a scope still open).
+        """
+        by_scope = self._by_scope
+        if id(obj) in by_scope or len(by_scope) >= self.max_tracked:
+            return
+        record = ScopeRecord(
+            obj, kind, False, task, task.get_name(), 0, _perf_counter(), (), "", 0, timeout, shield
+        )
+        entry.records.append(record)
+        by_scope[id(obj)] = record
+        if self._loose_cancels:
+            record.cancel = self._loose_cancels.take(obj)
+        record.parent_context = self.context_now()
 
     # --- lookups ----------------------------------------------------------------------------
 
@@ -340,71 +386,3 @@ class ScopeTracker(ScopeCancels):
     def finish(self, record: ScopeRecord, facts: ExitFacts) -> None:
         """Hand a completed exit to the sink."""
         self.sink.exited(record, facts)
-
-    # --- task end ---------------------------------------------------------------------------
-
-    def task_done(self, task: Any) -> None:
-        """``task`` finished (for runtimes whose tasks take no done callback, e.g. trio)."""
-        self._task_done(task)
-
-    def _task_done(self, task: Any) -> None:
-        # Scopes still entered are orphaned, not yet leaked: a stored client or exit stack is
-        # often closed later from another task (reported then as a cross-task exit), and an
-        # abandoned generator is closed by the loop's finalizer. They stay in ``_by_scope``;
-        # whatever is still entered when the loop closes is reported as leaked.
-        self._by_task.pop(id(task), None)
-
-    def _forget_task(self, key: int, _ref: object = None) -> None:
-        entry = self._by_task.get(key)
-        if entry is not None and entry.task_ref() is None:
-            # pop: the garbage collector runs this in any thread, maybe while the task's
-            # own thread or a closing loop removes the same entry
-            self._by_task.pop(key, None)
-
-    def close_loop(self, loop: Any = None) -> None:
-        """``loop`` is closing (``None``: every loop): each scope still entered there leaked.
-
-        ``loop`` is an asyncio event loop, or the root task of a trio run that ends. Only
-        scopes entered by tasks of that loop are judged; each is reported once and
-        forgotten, so a later exit of the same object is not tracked.
-        """
-        for key, record in list(self._by_scope.items()):
-            adapter = task_adapters.adapter_of(record.task)
-            if loop is not None and adapter.runner(record.task) is not loop:
-                continue
-            popped = self._by_scope.pop(key, None)
-            if popped is not record:  # exited meanwhile, in another thread
-                if popped is not None:  # and its id reused by a scope entered since: keep it
-                    self._by_scope[key] = popped
-                continue
-            ended = adapter.runner_ended
-            if record.task is not None and adapter.done(record.task):
-                self._leak(
-                    record,
-                    semconv.CAUSE_TASK_FINISHED,
-                    f"the task {record.task_name!r} that entered it finished and {ended} later",
-                )
-            else:
-                self._leak(record, semconv.CAUSE_LOOP_CLOSED, ended)
-        for key, entry in list(self._by_task.items()):
-            task = entry.task_ref()
-            if loop is None or task is None or task_adapters.adapter_of(task).runner(task) is loop:
-                self._by_task.pop(key, None)
-
-    def _leak(self, record: ScopeRecord, cause: str, why: str) -> None:
-        detail = f"It was never exited: {why} with the scope still entered."
-        if record.asyncgen:
-            detail += f" It was entered in async generator {record.asyncgen}, never closed."
-        violation = Violation(
-            kind=semconv.KIND_SCOPE_LEAKED,
-            cause=cause,
-            scope_kind=record.kind,
-            enter_task=record.task_name,
-            exit_task="",
-            asyncgen=record.asyncgen,
-            enter_frames=record.frames,
-            exit_frames=(),
-            detail=detail,
-        )
-        record.add_violation(violation)
-        self.sink.leaked(record, violation)

@@ -1,14 +1,15 @@
 """anyio cancel scopes on the asyncio backend: ``CancelScope``, ``move_on_*``, ``fail_*``, groups.
 
 ``anyio.CancelScope`` is only a factory; the real class is ``anyio._backends._asyncio.CancelScope``,
-imported lazily by anyio, so it is patched when that module is imported. Every scope is tracked;
-the creation site (``create_cancel_scope`` caller) tells ``move_on_after`` from ``fail_at`` and
-user scopes from anyio's own.
+imported lazily by anyio, so it is patched when that module is imported. Every scope is tracked
+but anyio's self-contained ones and the per-task scope (``TaskHandle._run_coro``, anyio 4.14+),
+which is tracked only for the tasks that enter a tracked scope or cancel it; the creation site
+(``create_cancel_scope`` caller) tells ``move_on_after`` from ``fail_at`` and user scopes from
+anyio's own.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import inspect
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from scopewatch import semconv
 from scopewatch._core import frames
+from scopewatch.instrumentation import _anyio_cancels as cancels
 from scopewatch.instrumentation import _closed_scopes
 from scopewatch.instrumentation import _scope_state as state
 from scopewatch.instrumentation._patching import (
@@ -52,10 +54,8 @@ _pending_kinds: dict[int, tuple[CodeType, str]] = {}
 _enter_kinds: dict[int, tuple[CodeType, str]] = {}
 """``id(code)`` of anyio functions that enter a scope for their caller -> ``(code, kind)``:
 ``fail_after``/``fail_at`` (context managers) and a task group's ``__aenter__``."""
-_task_group_aexit: CodeType | None = None
-_task_done: CodeType | None = None
-"""``TaskGroup._spawn.<locals>.task_done``: anyio's callback when a child task ends."""
-_deadline_callback: CodeType | None = None
+_task_body: CodeType | None = None
+"""``TaskHandle._run_coro`` (anyio 4.14+): its scope is tracked late (``cancels.task_scope``)."""
 
 
 def install(runtime: Any) -> None:
@@ -81,8 +81,9 @@ def _on_import(module: ModuleType) -> None:
 
 
 def _patch(module: ModuleType) -> None:
-    global _task_group_aexit, _task_done, _deadline_callback
+    global _task_body
     import anyio
+    from anyio._core import _tasks
 
     frames.add_internal_package(anyio.__file__)
     scope_class = module.CancelScope
@@ -101,10 +102,15 @@ def _patch(module: ModuleType) -> None:
     )
     aenter = module.TaskGroup.__aenter__.__code__
     _enter_kinds[id(aenter)] = (aenter, semconv.SPAN_ANYIO_TASK_GROUP)
-    _task_group_aexit = module.TaskGroup.__aexit__.__code__
+    cancels.task_group_aexit = module.TaskGroup.__aexit__.__code__
     spawn = getattr(module.TaskGroup, "_spawn", None)
-    _task_done = _nested_code(spawn.__code__, "task_done") if spawn is not None else None
-    _deadline_callback = scope_class._timeout.__code__
+    cancels.task_done = _nested_code(spawn.__code__, "task_done") if spawn is not None else None
+    cancels.deadline_callback = scope_class._timeout.__code__
+    run_coro = getattr(getattr(_tasks, "TaskHandle", None), "_run_coro", None)
+    _task_body = cancels.task_body = getattr(run_coro, "__code__", None)
+    cancels.backend = module
+    if state.tracker is not None:
+        state.tracker.task_scope = _task_scope
     _closed_scopes.watch()
     _wrap(scope_class, backend_class)
 
@@ -138,7 +144,7 @@ def api_kinds() -> dict[int, tuple[CodeType, str]]:
 def _wrap(scope_class: type, backend_class: type) -> None:
     _patches.patch(scope_class, "__enter__", _enter_wrapper)
     _patches.patch(scope_class, "__exit__", _exit_wrapper)
-    _patches.patch(scope_class, "cancel", _cancel_wrapper)
+    _patches.patch(scope_class, "cancel", cancels.wrap)
     _patches.patch(backend_class, "create_cancel_scope", _create_wrapper)  # stays a classmethod
 
 
@@ -198,7 +204,8 @@ def _enter_wrapper(original_enter: Callable[[Any], Any]) -> Callable[[Any], Any]
         if part.enabled:
             frame = getframe(1)
             code = frame.f_code
-            if closed.get(id(code)) is not code:  # a self-contained library scope: untracked
+            # a self-contained library scope, or a task's own: untracked (see _task_scope)
+            if closed.get(id(code)) is not code and code is not _task_body:
                 try:
                     if enabled():
                         _on_enter(self, frame)
@@ -267,20 +274,6 @@ def _exit_wrapper(original_exit: Callable[..., Any]) -> Callable[..., Any]:
     return __exit__
 
 
-def _cancel_wrapper(original_cancel: Callable[..., Any]) -> Callable[..., Any]:
-    part = state.PART
-
-    def cancel(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if part.enabled:
-            try:
-                _on_cancel(self, sys._getframe(1), args, kwargs)
-            except Exception as error:
-                part.fail(error)
-        return original_cancel(self, *args, **kwargs)
-
-    return cancel
-
-
 def _remember_kind(scope: object, kind: str) -> None:
     """Keep the kind of a scope ``move_on_after``/``move_on_at`` made, until it is entered."""
     if len(_pending) >= _PENDING_LIMIT:
@@ -346,38 +339,9 @@ def _on_enter(scope: Any, frame: FrameType) -> None:
     )
 
 
-def _on_cancel(scope: Any, frame: FrameType, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    tracker = state.tracker
-    if tracker is None:
-        return
-    reason = kwargs.get("reason", args[0] if args else None) or ""
-    location = ""
-    if frame.f_code is _deadline_callback:
-        origin = semconv.ORIGIN_DEADLINE
-        reason = reason or "deadline exceeded"
-    else:
-        origin = (
-            semconv.ORIGIN_PARENT if frames.is_internal(frame.f_code) else semconv.ORIGIN_EXPLICIT
-        )
-        location = state.user_location(frame)
-    tracker.cancel_requested(
-        scope, origin, state.current_task(), location, str(reason), failure=_failing(frame)
-    )
-
-
-def _failing(frame: FrameType) -> bool:
-    """Whether a task group cancels because a child or its body raised (not a shutdown).
-
-    anyio cancels a group's scope from ``task_done`` when a child ended with an exception,
-    and from ``__aexit__`` when the body raised; a cancellation reaching the body is not one.
-    """
-    code = frame.f_code
-    if code is _task_done:
-        return True
-    if code is _task_group_aexit:
-        error = frames.local_of(frame, "exc_val")
-        return error is not None and not isinstance(error, asyncio.CancelledError)
-    return False
+def _task_scope(task: Any) -> tuple[object, str, float | None, bool] | None:
+    """``cancels.task_scope`` while anyio is patched."""
+    return cancels.task_scope(task) if _patches else None
 
 
 def _parents(scope: Any) -> Iterator[object]:
