@@ -18,7 +18,7 @@ from scopewatch import semconv
 from scopewatch._core import frames
 from scopewatch._core import locks as core
 from scopewatch.instrumentation import _lock_wrappers as wrappers
-from scopewatch.instrumentation import _patching, trio_locks
+from scopewatch.instrumentation import _patching, _running_loop, trio_locks
 from scopewatch.telemetry import locks as telemetry
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ def _limiter_busy(limiter: Any) -> Any:
 
 def _patch_asyncio_backend(module: ModuleType) -> None:
 
-    current = _patching.asyncio_current_task()
+    current = _running_loop.current_task_function()
     lock_kind = semconv.LOCK_KIND_ANYIO_LOCK
     semaphore_kind = semconv.LOCK_KIND_ANYIO_SEMAPHORE
     limiter_kind = semconv.LOCK_KIND_ANYIO_CAPACITY_LIMITER
@@ -305,7 +305,7 @@ def _patch_generic_classes(module: ModuleType) -> None:
 
     Their ``acquire`` calls ``acquire_nowait`` first, which records uncontended holds.
     """
-    current = _patching.asyncio_current_task()
+    current = _running_loop.current_task_function()
     for cls_name, kind, busy, multi in (
         ("Lock", semconv.LOCK_KIND_ANYIO_LOCK, _lock_busy, False),
         ("Semaphore", semconv.LOCK_KIND_ANYIO_SEMAPHORE, _semaphore_busy, True),

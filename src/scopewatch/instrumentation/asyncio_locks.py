@@ -19,14 +19,14 @@ from scopewatch import semconv
 from scopewatch._core import locks as core
 from scopewatch.instrumentation import _lock_contexts as contexts
 from scopewatch.instrumentation import _lock_wrappers as wrappers
-from scopewatch.instrumentation import _patching
+from scopewatch.instrumentation import _patching, _running_loop
 from scopewatch.telemetry import locks as telemetry
 
 if TYPE_CHECKING:
     from scopewatch._runtime import Runtime
 
 _patches = _patching.Patches()
-_current_task = _patching.asyncio_current_task()
+_current_task = _running_loop.current_task_function()
 _KINDS: tuple[tuple[type, str], ...] = (
     (asyncio.BoundedSemaphore, semconv.LOCK_KIND_ASYNCIO_BOUNDED_SEMAPHORE),
     (asyncio.Semaphore, semconv.LOCK_KIND_ASYNCIO_SEMAPHORE),

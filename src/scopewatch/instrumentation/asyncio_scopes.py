@@ -17,6 +17,7 @@ from scopewatch import semconv
 from scopewatch._core import cancels, frames
 from scopewatch.instrumentation import _scope_state as state
 from scopewatch.instrumentation._patching import Patches, hide_own_frame
+from scopewatch.instrumentation._running_loop import running_loop as _running_loop
 from scopewatch.instrumentation._suppression import instrumentation_enabled
 
 if TYPE_CHECKING:
@@ -135,7 +136,7 @@ def _aenter(
     """
     part = state.PART
     getframe = sys._getframe
-    running_loop = state.running_loop
+    running_loop = _running_loop
     task_of_loop = state.task_of_loop
     enabled = instrumentation_enabled
 
@@ -182,7 +183,7 @@ def _on_enter(scope: Any, kind: str, frame: Any, task: Any, loop: Any) -> None:
 
 def _aexit(original: Callable[..., Any], read_facts: state.ScopeFacts) -> Callable[..., Any]:
     part = state.PART
-    running_loop = state.running_loop
+    running_loop = _running_loop
     task_of_loop = state.task_of_loop
 
     async def __aexit__(self: Any, exc_type: Any, exc_val: Any, exc_tb: Any) -> Any:
