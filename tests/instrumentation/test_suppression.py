@@ -19,12 +19,15 @@ import pytest
 import trio
 from mcp import Client
 from mcp.server.mcpserver import MCPServer
-from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry import context, trace
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled, suppress_instrumentation
 
 import scopewatch
 from scopewatch import semconv
 from scopewatch.instrumentation import _scope_state
 from scopewatch.instrumentation import tasks as task_instrumentation
+from scopewatch.instrumentation._suppression import _PLAIN_KEY, instrumentation_enabled
 from tests.support.markers import needs_311
 from tests.support.scope_counts import scope_counts
 
@@ -183,6 +186,30 @@ def produced(telemetry: Any) -> dict[str, Any]:
                     if value:
                         found[metric.name] = found.get(metric.name, 0) + value
     return {key: value for key, value in found.items() if value}
+
+
+def test_the_cheap_check_answers_as_is_instrumentation_enabled():
+    """The wrappers' own check, in every context in turn, and again (it remembers the last)."""
+    span = trace.NonRecordingSpan(trace.INVALID_SPAN_CONTEXT)
+    contexts = [
+        context.Context(),
+        trace.set_span_in_context(span),
+        context.set_value(_PLAIN_KEY, True),  # the key older code sets by name
+        context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True, trace.set_span_in_context(span)),
+        context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, False),
+    ]
+    answers = []
+    for current in [*contexts, *contexts, contexts[1], contexts[1], contexts[3], contexts[3]]:
+        token = context.attach(current)
+        try:
+            answers.append((instrumentation_enabled(), is_instrumentation_enabled()))
+        finally:
+            context.detach(token)
+    assert [ours for ours, _ in answers] == [theirs for _, theirs in answers]
+    assert [ours for ours, _ in answers[:5]] == [True, True, False, False, True]
+    with suppress_instrumentation():
+        assert instrumentation_enabled() is False
+    assert instrumentation_enabled() is True
 
 
 @pytest.fixture(autouse=True)

@@ -36,13 +36,28 @@ def _context_reader() -> Callable[[], Any]:
 
 
 def _enabled_function() -> Callable[[], bool]:
+    """``instrumentation_enabled()``, remembering its answer for the last context it read.
+
+    A ``Context`` never changes, and one stays current for a whole request (every scope and
+    task in it asks), so the answer for the same object is an identity test, not two key
+    lookups. That one context is kept alive until another is asked about.
+    """
     current_context = _context_reader()
     key, plain = _SUPPRESS_INSTRUMENTATION_KEY, _PLAIN_KEY
+    last: tuple[object, bool] = (None, True)
 
     def instrumentation_enabled() -> bool:
         """False inside ``suppress_instrumentation()``, as ``is_instrumentation_enabled`` says."""
+        nonlocal last
         current = current_context()
-        return not (current and (current.get(key) or current.get(plain)))
+        if not current:
+            return True
+        seen = last
+        if seen[0] is current:
+            return seen[1]
+        enabled = not (current.get(key) or current.get(plain))
+        last = (current, enabled)
+        return enabled
 
     return instrumentation_enabled
 
