@@ -51,7 +51,9 @@ def _instructions(kind: str, variant: str, n: int, keep: str | None = None) -> i
             variant,
             str(n),
         ]
-        subprocess.run(command, check=True, capture_output=True)
+        # A fixed hash seed: set and dict layouts, hence instruction counts, repeat run to run.
+        environment = {**os.environ, "PYTHONHASHSEED": "0"}
+        subprocess.run(command, check=True, capture_output=True, env=environment)
         with open(out) as handle:
             text = handle.read()
     match = _TOTAL.search(text)
