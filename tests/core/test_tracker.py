@@ -269,6 +269,82 @@ def test_a_task_scope_ending_with_a_scope_still_open_is_task_returned():
     assert violation.enter_frames == held_record.frames  # the task scope has none of its own
 
 
+def test_a_task_scope_tracked_late_goes_below_the_first_tracked_scope():
+    """A task's own scope whose enter was not seen (``task_scope``) is put under its stack."""
+    tracker, _ = make()
+    task, own, held = FakeTask("worker"), Scope("own"), Scope("held")
+    tracker.task_scope = lambda of: (own, KIND, None, False) if of is task else None
+    held_record = tracker.enter(held, OUTER, True, task, sys._getframe())
+    own_record = tracker.record_of(own)
+    assert own_record is not None and not own_record.user and own_record.frames == ()
+    assert tracker.records_of(task) == [own_record, held_record]
+    tracker.exit_begin(own, task, None)
+    (violation,) = own_record.violations
+    assert violation.cause == semconv.CAUSE_TASK_RETURNED
+
+
+def test_a_task_scope_is_tracked_late_at_most_once():
+    tracker, _ = make()
+    task, own = FakeTask("worker"), Scope("own")
+    asked: list[object] = []
+
+    def task_scope(of: object) -> tuple[object, str, None, bool]:
+        asked.append(of)
+        return own, KIND, None, False
+
+    tracker.task_scope = task_scope
+    first, second = Scope("first"), Scope("second")
+    tracker.enter(first, OUTER, True, task, sys._getframe())
+    tracker.exit_begin(first, task, None)
+    tracker.track_task(task)
+    tracker.enter(second, OUTER, True, task, sys._getframe())
+    assert asked == [task]
+    assert [record.obj for record in tracker.records_of(task)] == [own, second]
+
+
+def _enter_twice(tracker: ScopeTracker, task: FakeTask) -> tuple[Any, Any, int, int]:
+    """Two scopes entered at two lines of this one frame, and a capture taken at the second."""
+    one = tracker.enter(Scope("one"), KIND, True, task, sys._getframe())
+    line_one = here() - 1
+    two = tracker.enter(Scope("two"), KIND, True, task, sys._getframe())
+    line_two = here() - 1
+    return one, two, line_one, line_two
+
+
+def test_scopes_under_one_caller_share_its_frames_each_with_its_own_line(monkeypatch):
+    from scopewatch._core import tracker as tracker_module
+
+    walks: list[object] = []
+    walk = tracker_module._capture
+    monkeypatch.setattr(tracker_module, "_capture", lambda *a: walks.append(a) or walk(*a))
+    tracker, _ = make()
+    one, two, line_one, line_two = _enter_twice(tracker, FakeTask("main"))
+    called_at = here() - 1
+    code = _enter_twice.__code__
+    assert one.frames[0] == (code, line_one) and two.frames[0] == (code, line_two)
+    assert two.frames[1:] == one.frames[1:]
+    here_and_out = frames.capture(sys._getframe(), 7)[0]  # what a capture reads from here
+    assert two.frames[1] == (here_and_out[0][0], called_at)
+    assert two.frames[2:] == here_and_out[1:]
+    assert len(walks) == 1  # the second scope read only its own frame
+
+
+async def _generator_enters(tracker: ScopeTracker, task: FakeTask) -> Any:
+    yield tracker.enter(Scope("gen"), KIND, True, task, sys._getframe())
+
+
+def test_a_generator_frame_is_captured_with_its_own_name_not_reused():
+    tracker, _ = make()
+    task = FakeTask("main")
+    plain = tracker.enter(Scope("plain"), KIND, True, task, sys._getframe())
+    generator = _generator_enters(tracker, task)
+    in_generator = step(generator.__anext__())
+    assert plain is not None and in_generator is not None
+    assert in_generator.asyncgen == _generator_enters.__qualname__
+    assert in_generator.frames[0][0] is _generator_enters.__code__
+    assert plain.asyncgen == ""
+
+
 # --- task end and loop close ------------------------------------------------------------------
 
 

@@ -11,6 +11,8 @@ from types import CodeType, FrameType
 from typing import Any
 
 Frames = tuple[tuple[CodeType, int], ...]
+Captured = tuple[Frames, str, int]
+"""What :func:`capture` returns: frames, async generator name, async generator frame id."""
 
 _ASYNC_GENERATOR = inspect.CO_ASYNC_GENERATOR
 _WALK_LIMIT = 64
@@ -100,7 +102,7 @@ def _classify(code: CodeType) -> tuple[CodeType, int, dict[int, int]]:
     return info
 
 
-def capture(frame: FrameType | None, depth: int) -> tuple[Frames, str, int]:  # noqa: PLR0912
+def capture(frame: FrameType | None, depth: int) -> Captured:  # noqa: PLR0912
     """Keep up to ``depth`` user frames from ``frame`` outwards.
 
     One loop kept inline on purpose (it runs on every scope enter). The first generator frame
@@ -152,6 +154,27 @@ def capture(frame: FrameType | None, depth: int) -> tuple[Frames, str, int]:  # 
             break
         frame = frame.f_back
     return tuple(kept), asyncgen, asyncgen_frame
+
+
+def plain_head(frame: FrameType) -> tuple[CodeType, int] | None:
+    """``(code, line)`` of ``frame`` if :func:`capture` keeps it and it is no async generator.
+
+    Such a frame can head the outer frames captured from its caller before (``None``: capture).
+    """
+    code = frame.f_code
+    if code.co_flags & _ASYNC_GENERATOR or code is _LOOP_CALLBACK:
+        return None
+    info = _code_info.get(id(code))
+    if info is None or info[0] is not code:
+        info = _classify(code)
+    if info[1]:
+        return None
+    lines = info[2]
+    lasti = frame.f_lasti
+    line = lines.get(lasti)
+    if line is None:
+        line = lines[lasti] = frame.f_lineno
+    return code, line
 
 
 def managed_generator(frame_id: int, name: str) -> bool:

@@ -10,6 +10,7 @@ tasks, read through :mod:`scopewatch._core.task_adapters`.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import time
 import weakref
@@ -42,6 +43,7 @@ class ExitFacts:
 
 _perf_counter = time.perf_counter
 _capture = frames.capture
+_ASYNC_GENERATOR = inspect.CO_ASYNC_GENERATOR
 
 
 class ScopeSink(Protocol):
@@ -69,6 +71,8 @@ def _no_context() -> None:
     return None
 
 
+_Capture = tuple[Any, Any, "frames.Captured", Any, Any]
+"""The last capture kept for reuse: ``(key, code, captured, outer key, caller's code)``."""
 TaskScope = tuple[object, str, float | None, bool]
 """``(scope, kind, timeout, shield)`` of a task's own scope, tracked late (``task_scope``)."""
 
@@ -105,11 +109,7 @@ class ScopeTracker(ScopeCancels, ScopeEnds):
         self._by_task: dict[int, _TaskScopes] = {}
         self.by_scope = self._by_scope
         """``id(scope)`` -> record of every entered scope (wrappers read it directly)."""
-        self._last_capture: tuple[Any, Any, tuple[frames.Frames, str, int]] = (
-            None,
-            None,
-            ((), "", 0),
-        )
+        self._last_capture: _Capture = (None, None, ((), "", 0), None, None)
         self.spans_at_enter = bool(getattr(sink, "spans_at_enter", True))
         """Whether the sink wants :meth:`ScopeSink.entered` (it starts spans at enter)."""
         self.context_now: Callable[[], Any] = getattr(sink, "context_now", _no_context)
@@ -161,13 +161,7 @@ class ScopeTracker(ScopeCancels, ScopeEnds):
             if last[0] == key and last[1] is frame.f_code:
                 captured, asyncgen, asyncgen_frame = last[2]
             else:
-                taken = _capture(frame, self.stack_depth)
-                if taken[0] and taken[0][0][0] is frame.f_code:
-                    # Only when ``frame`` is itself the first kept (user) frame: beyond an
-                    # internal frame (anyio's on trio) the user's frames differ under the same
-                    # two innermost ones, and a reused capture would name the wrong line.
-                    self._last_capture = (key, frame.f_code, taken)
-                captured, asyncgen, asyncgen_frame = taken
+                captured, asyncgen, asyncgen_frame = self._capture(frame, back, key)
         else:
             captured, asyncgen, asyncgen_frame = (), "", 0
         record = ScopeRecord(
@@ -195,6 +189,34 @@ class ScopeTracker(ScopeCancels, ScopeEnds):
         if self.spans_at_enter:
             self.sink.entered(record)
         return record
+
+    def _capture(self, frame: FrameType, back: FrameType | None, key: Any) -> frames.Captured:
+        """The enter stack from ``frame``, reusing the last one's outer part where it can.
+
+        A scope entered under the same caller, at the same instruction, as the last capture
+        (a second scope in the same function, the next scope of a loop) shares its frames
+        beyond the first: only that one is read. Kept for reuse only when ``frame`` is itself
+        the first kept (user) frame: beyond an internal frame (anyio's on trio) the user's
+        frames differ under the same two innermost ones.
+        """
+        code = frame.f_code
+        outer = back.f_back if back is not None else None
+        outer_key = (id(outer), outer.f_lasti if outer is not None else -1)
+        last = self._last_capture
+        if last[0] is not None and last[0][2:] == key[2:] and last[3] == outer_key:
+            head = frames.plain_head(frame) if back is not None and back.f_code is last[4] else None
+            if head is not None:
+                cached, asyncgen, asyncgen_frame = last[2]
+                taken: frames.Captured = ((head, *cached[1:]), asyncgen, asyncgen_frame)
+                self._last_capture = (key, code, taken, outer_key, last[4])
+                return taken
+        taken = _capture(frame, self.stack_depth)
+        if taken[0] and taken[0][0][0] is code:
+            # a generator's frame heads its own name and frame id: not reused under another
+            reusable = back is not None and not code.co_flags & _ASYNC_GENERATOR
+            back_code = back.f_code if reusable and back is not None else None
+            self._last_capture = (key, code, taken, outer_key if reusable else None, back_code)
+        return taken
 
     def _scopes_of(self, task: Any) -> _TaskScopes:
         key = id(task)
