@@ -44,13 +44,14 @@ _LOOP_CALLBACK = asyncio.events.Handle._run.__code__
 _INTERNAL_FILES: set[str] = {_CONTEXTLIB_FILE}
 _BOUNDARY = 2
 """``internal`` value of a runner's task-stepping code (e.g. trio's ``unrolled_run``)."""
-_boundaries: dict[int, CodeType] = {}
+_boundaries: dict[int, CodeType] = {id(_LOOP_CALLBACK): _LOOP_CALLBACK}
 """``id(code)`` of runner code that steps tasks: frames beyond it called the runner."""
-_code_info: dict[int, tuple[CodeType, int, dict[int, int]]] = {}
-"""``id(code)`` -> ``(code, internal, {f_lasti: line})``. Keyed by ``id()`` because hashing a
-code object hashes its constants and bytecode on every lookup (~150 ns for a large function);
-the entry holds the code object, so its id cannot be reused while cached. The line cache
-spares ``frame.f_lineno``, which decodes the line table on every access."""
+_CodeInfo = tuple[CodeType, int, dict[int, int], bool]
+_code_info: dict[int, _CodeInfo] = {}
+"""``id(code)`` -> ``(code, internal, {f_lasti: line}, async generator)``. Keyed by ``id()``
+because hashing a code object hashes its constants and bytecode on every lookup (~150 ns for a
+large function); the entry holds the code object, so its id cannot be reused while cached. The
+line cache spares ``frame.f_lineno``, which decodes the line table on every access."""
 
 
 _CM_AENTER = contextlib._AsyncGeneratorContextManager.__aenter__.__code__
@@ -86,23 +87,24 @@ def is_internal(code: CodeType) -> bool:
     return bool(info[1])
 
 
-def _classify(code: CodeType) -> tuple[CodeType, int, dict[int, int]]:
+def _classify(code: CodeType) -> _CodeInfo:
     filename = code.co_filename
     internal = (
         filename in _INTERNAL_FILES
         or filename.startswith(tuple(_INTERNAL_PREFIXES))
         or filename.startswith("<frozen ")
     ) and not filename.startswith(_USER_PREFIXES)
-    info: tuple[CodeType, int, dict[int, int]] = (
+    info: _CodeInfo = (
         code,
         _BOUNDARY if id(code) in _boundaries else int(internal),
         {},
+        bool(code.co_flags & _ASYNC_GENERATOR),
     )
     _code_info[id(code)] = info
     return info
 
 
-def capture(frame: FrameType | None, depth: int) -> Captured:  # noqa: PLR0912
+def capture(frame: FrameType | None, depth: int) -> Captured:
     """Keep up to ``depth`` user frames from ``frame`` outwards.
 
     One loop kept inline on purpose (it runs on every scope enter). The first generator frame
@@ -114,6 +116,8 @@ def capture(frame: FrameType | None, depth: int) -> Captured:  # noqa: PLR0912
         generator among them (``""`` if none) and ``id()`` of that generator's frame.
     """
     kept: list[tuple[CodeType, int]] = []
+    keep = kept.append
+    left = depth
     asyncgen = ""
     asyncgen_frame = 0
     if depth <= 0:
@@ -123,8 +127,6 @@ def capture(frame: FrameType | None, depth: int) -> Captured:  # noqa: PLR0912
         if frame is None:
             break
         code = frame.f_code
-        if code is _LOOP_CALLBACK:
-            break
         info = infos.get(id(code))
         if info is None or info[0] is not code:
             info = _classify(code)
@@ -134,8 +136,9 @@ def capture(frame: FrameType | None, depth: int) -> Captured:  # noqa: PLR0912
             line = lines.get(lasti)
             if line is None:
                 line = lines[lasti] = frame.f_lineno
-            kept.append((code, line))
-            if not asyncgen_frame and code.co_flags & _ASYNC_GENERATOR:
+            keep((code, line))
+            left -= 1
+            if info[3] and not asyncgen_frame:
                 asyncgen = qualname(code)
                 asyncgen_frame = id(frame)
                 caller = frame.f_back  # read once: it is also the next frame of the walk
@@ -144,13 +147,13 @@ def capture(frame: FrameType | None, depth: int) -> Captured:  # noqa: PLR0912
                     _managed[asyncgen_frame] = asyncgen
                     if len(_managed) > _MANAGED_LIMIT:
                         _managed.pop(next(iter(_managed), 0), None)
-                if len(kept) >= depth:
+                if not left:
                     break
                 frame = caller
                 continue
-            if len(kept) >= depth:
+            if not left:
                 break
-        elif info[1] == _BOUNDARY:
+        elif info[1] == _BOUNDARY:  # asyncio's Handle._run, trio's unrolled_run
             break
         frame = frame.f_back
     return tuple(kept), asyncgen, asyncgen_frame
@@ -162,12 +165,10 @@ def plain_head(frame: FrameType) -> tuple[CodeType, int] | None:
     Such a frame can head the outer frames captured from its caller before (``None``: capture).
     """
     code = frame.f_code
-    if code.co_flags & _ASYNC_GENERATOR or code is _LOOP_CALLBACK:
-        return None
     info = _code_info.get(id(code))
     if info is None or info[0] is not code:
         info = _classify(code)
-    if info[1]:
+    if info[1] or info[3]:
         return None
     lines = info[2]
     lasti = frame.f_lasti

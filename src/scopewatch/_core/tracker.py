@@ -199,23 +199,28 @@ class ScopeTracker(ScopeCancels, ScopeEnds):
         the first kept (user) frame: beyond an internal frame (anyio's on trio) the user's
         frames differ under the same two innermost ones.
         """
-        code = frame.f_code
-        outer = back.f_back if back is not None else None
-        outer_key = (id(outer), outer.f_lasti if outer is not None else -1)
         last = self._last_capture
-        if last[0] is not None and last[0][2:] == key[2:] and last[3] == outer_key:
-            head = frames.plain_head(frame) if back is not None and back.f_code is last[4] else None
-            if head is not None:
-                cached, asyncgen, asyncgen_frame = last[2]
-                taken: frames.Captured = ((head, *cached[1:]), asyncgen, asyncgen_frame)
-                self._last_capture = (key, code, taken, outer_key, last[4])
-                return taken
+        if last[3] is not None and back is not None and back.f_code is last[4]:
+            cached_key = last[0]
+            if cached_key[2] == key[2] and cached_key[3] == key[3]:
+                outer = back.f_back
+                if last[3] == (id(outer), outer.f_lasti if outer is not None else -1):
+                    head = frames.plain_head(frame)
+                    if head is not None:
+                        cached, asyncgen, asyncgen_frame = last[2]
+                        taken: frames.Captured = ((head, *cached[1:]), asyncgen, asyncgen_frame)
+                        self._last_capture = (key, frame.f_code, taken, last[3], last[4])
+                        return taken
         taken = _capture(frame, self.stack_depth)
+        code = frame.f_code
         if taken[0] and taken[0][0][0] is code:
-            # a generator's frame heads its own name and frame id: not reused under another
-            reusable = back is not None and not code.co_flags & _ASYNC_GENERATOR
-            back_code = back.f_code if reusable and back is not None else None
-            self._last_capture = (key, code, taken, outer_key if reusable else None, back_code)
+            if back is not None and not code.co_flags & _ASYNC_GENERATOR:
+                # a generator's frame heads its own name and frame id: never reused
+                outer = back.f_back
+                outer_key = (id(outer), outer.f_lasti if outer is not None else -1)
+                self._last_capture = (key, code, taken, outer_key, back.f_code)
+            else:
+                self._last_capture = (key, code, taken, None, None)
         return taken
 
     def _scopes_of(self, task: Any) -> _TaskScopes:

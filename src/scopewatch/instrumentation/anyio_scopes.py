@@ -340,8 +340,8 @@ def _on_enter(scope: Any, frame: FrameType) -> None:
 
 
 def _task_scope(task: Any) -> tuple[object, str, float | None, bool] | None:
-    """``cancels.task_scope`` while anyio is patched."""
-    return cancels.task_scope(task) if _patches else None
+    """``cancels.task_scope`` while installed (``_active``: asking the registry costs more)."""
+    return cancels.task_scope(task) if _active else None
 
 
 def _parents(scope: Any) -> Iterator[object]:
