@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+import types
 import weakref
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -27,6 +28,21 @@ if TYPE_CHECKING:
 
 PY311 = sys.version_info >= (3, 11)
 _perf_counter = time.perf_counter
+
+
+def _task_of_loop_function() -> Callable[[Any], Any]:
+    """``task_of_loop(loop)``: the task ``loop`` is running, as ``asyncio.current_task(loop)``.
+
+    3.10 and 3.11 implement ``current_task`` in Python over a table kept in C; the table's
+    ``get`` gives the same answer without a Python frame. Later Pythons' ``current_task`` is C.
+    """
+    table = getattr(asyncio.tasks, "_current_tasks", None)
+    if isinstance(asyncio.current_task, types.BuiltinFunctionType) or not isinstance(table, dict):
+        return asyncio.current_task
+    return table.get
+
+
+_task_of_loop = _task_of_loop_function()
 Facts = tuple[CodeInfo, "TaskTracker", float, str, Any]
 """What is known of a task at creation: the arguments of :class:`TaskRecord`."""
 
@@ -161,7 +177,8 @@ class TaskTracker:
         self._task_codes = TaskCodes(exclude)
         self._codes = self._task_codes.cache
         self._foreign: weakref.WeakKeyDictionary[Any, TaskRecord] = weakref.WeakKeyDictionary()
-        self._current_context = sink.current_context
+        self.current_context: Callable[[], Any] = sink.current_context
+        """The OpenTelemetry context current now (the sink's reader: a C call by default)."""
         self.counts: dict[str, int] = dict.fromkeys(
             (semconv.OUTCOME_OK, semconv.OUTCOME_ERROR, semconv.OUTCOME_CANCELLED), 0
         )
@@ -177,13 +194,14 @@ class TaskTracker:
 
     # --- creation ---------------------------------------------------------------------------
 
-    def facts(self, coro: Any, loop: Any) -> Facts | None:
+    def facts(self, coro: Any, loop: Any, parent_context: Any = None) -> Facts | None:
         """The creation facts of a task about to be created for ``coro``, or ``None``.
 
         ``(info, tracker, start, parent, parent_context)``, the arguments of
         :class:`TaskRecord`: scopewatch's ``Task`` keeps them in a slot and a record is made
         only when one is needed (a cancellation, a span, an anomalous end). ``None``: the task
-        is not tracked (excluded, or ``max_tracked`` tasks are tracked).
+        is not tracked (excluded, or ``max_tracked`` tasks are tracked). ``parent_context``:
+        :attr:`current_context` read already by the caller, else read here.
         """
         if self.active >= self.max_tracked:
             self.untracked += 1
@@ -202,13 +220,13 @@ class TaskTracker:
             info = self._task_codes.unwrap(coro, found) if type(found) is Unwrap else found
         if info is None:
             return None
-        parent = asyncio.current_task(loop)
+        parent = _task_of_loop(loop)
         return (
             info,
             self,
             _perf_counter(),
             parent.get_name() if parent is not None else "",
-            self._current_context(),
+            self.current_context() if parent_context is None else parent_context,
         )
 
     def begin(self, coro: Any, loop: Any) -> TaskRecord | None:

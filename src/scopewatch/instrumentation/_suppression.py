@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 _PLAIN_KEY: str = getattr(utils, "_SUPPRESS_INSTRUMENTATION_KEY_PLAIN", "suppress_instrumentation")
 """The key ``suppress_instrumentation()`` also sets, for code that reads it by name."""
+SUPPRESS_KEYS = (_SUPPRESS_INSTRUMENTATION_KEY, _PLAIN_KEY)
+"""The context keys :func:`instrumentation_enabled` reads, for a hot path that inlines it."""
 
 
 def _context_reader() -> Callable[[], Any]:

@@ -51,18 +51,10 @@ def _install() -> None:
     patch(timeout_class, "__init__", lambda original: _timeout_init(original, timeout_code))
     global _TIMEOUT_CREATED
     _TIMEOUT_CREATED = getattr(getattr(asyncio.timeouts, "_State", None), "CREATED", None)
-    patch(
-        timeout_class,
-        "__aenter__",
-        lambda original: _aenter(original, _timeout_kind, _timeout_will_enter),
-    )
+    patch(timeout_class, "__aenter__", _timeout_aenter)
     patch(timeout_class, "__aexit__", lambda original: _aexit(original, _timeout_facts))
     patch(timeout_class, "_on_timeout", _on_timeout)
-    patch(
-        group_class,
-        "__aenter__",
-        lambda original: _aenter(original, _group_kind, _group_will_enter),
-    )
+    patch(group_class, "__aenter__", _group_aenter)
     patch(group_class, "__aexit__", lambda original: _aexit(original, _group_facts))
     patch(group_class, "_abort", _abort)
     if "cancel" in group_class.__dict__:  # 3.15+ (gh-108951); its _abort() call comes second
@@ -81,11 +73,6 @@ def _timeout_kind(timeout: Any) -> str:
     if pending is not None and pending[0]() is timeout:
         return pending[1]
     return semconv.SPAN_ASYNCIO_TIMEOUT_AT
-
-
-def _group_kind(group: Any) -> str:
-    del group
-    return semconv.SPAN_ASYNCIO_TASK_GROUP
 
 
 def _timeout_facts(timeout: Any) -> tuple[bool, bool, tuple[()]]:
@@ -122,16 +109,12 @@ def _timeout_init(original: Callable[..., None], timeout_code: Any) -> Callable[
     return __init__
 
 
-def _aenter(
-    original: Callable[..., Any],
-    kind_of: Callable[[Any], str],
-    will_enter: Callable[[Any, Any], bool],
-) -> Callable[..., Any]:
-    """``__aenter__`` recording the enter as it is called, no coroutine of its own.
+def _timeout_aenter(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``Timeout.__aenter__`` recording the enter as it is called, no coroutine of its own.
 
-    asyncio's ``__aenter__`` of a timeout or task group never suspends and fails only on
-    conditions ``will_enter(scope, loop)`` checks first; ``async with`` awaits it at once, so
-    no other code runs between the record and the enter. When the check fails, the original
+    asyncio's ``__aenter__`` never suspends and fails only when the timeout is not in its
+    created state or runs outside a task, both checked first; ``async with`` awaits it at once,
+    so no other code runs between the record and the enter. When a check fails, the original
     raises as it would, and nothing is recorded.
     """
     part = state.PART
@@ -145,9 +128,11 @@ def _aenter(
             loop = running_loop()
             task = task_of_loop(loop) if loop is not None else None
             try:
-                if task is not None and will_enter(self, loop):
+                if task is not None and getattr(self, "_state", None) is _TIMEOUT_CREATED:
                     if enabled():
-                        _on_enter(self, kind_of(self), getframe(1), task, loop)
+                        when = self.when()
+                        timeout = None if when is None else max(0.0, when - loop.time())
+                        _on_enter(self, _timeout_kind(self), getframe(1), task, timeout)
                     elif _pending_kinds:  # suppressed: untracked, its exit passes straight through
                         _pending_kinds.pop(id(self), None)
             except Exception as error:
@@ -157,24 +142,42 @@ def _aenter(
     return __aenter__
 
 
-def _timeout_will_enter(timeout: Any, loop: Any) -> bool:
-    del loop
-    return getattr(timeout, "_state", None) is _TIMEOUT_CREATED
+def _group_aenter(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``TaskGroup.__aenter__`` recording the enter, as :func:`_timeout_aenter` does.
+
+    The original fails only when the group was entered already or belongs to another loop.
+    """
+    part = state.PART
+    getframe = sys._getframe
+    running_loop = _running_loop
+    task_of_loop = state.task_of_loop
+    enabled = instrumentation_enabled
+    kind = semconv.SPAN_ASYNCIO_TASK_GROUP
+
+    def __aenter__(self: Any) -> Any:
+        if part.enabled:
+            loop = running_loop()
+            task = task_of_loop(loop) if loop is not None else None
+            try:
+                own_loop = getattr(self, "_loop", loop)
+                if (
+                    task is not None
+                    and getattr(self, "_entered", True) is False
+                    and (own_loop is None or own_loop is loop)
+                    and enabled()
+                ):
+                    _on_enter(self, kind, getframe(1), task, None)
+            except Exception as error:
+                part.fail(error)
+        return original(self)
+
+    return __aenter__
 
 
-def _group_will_enter(group: Any, loop: Any) -> bool:
-    own_loop = getattr(group, "_loop", loop)
-    return getattr(group, "_entered", True) is False and (own_loop is None or own_loop is loop)
-
-
-def _on_enter(scope: Any, kind: str, frame: Any, task: Any, loop: Any) -> None:
+def _on_enter(scope: Any, kind: str, frame: Any, task: Any, timeout: float | None) -> None:
     tracker = state.tracker
     if tracker is None:
         return
-    timeout = None
-    if kind != semconv.SPAN_ASYNCIO_TASK_GROUP:
-        when = scope.when()
-        timeout = None if when is None else max(0.0, when - loop.time())
     code = frame.f_code
     info = _code_info.get(id(code))  # frames.is_internal, without its call
     user = not (info[1] if info is not None and info[0] is code else frames.is_internal(code))

@@ -24,7 +24,7 @@ from scopewatch._core.tasks import Facts, TaskRecord, TaskTracker
 from scopewatch._safety import Part
 from scopewatch.instrumentation import _scope_state
 from scopewatch.instrumentation._patching import Patches, when_imported
-from scopewatch.instrumentation._suppression import instrumentation_enabled
+from scopewatch.instrumentation._suppression import SUPPRESS_KEYS, instrumentation_enabled
 from scopewatch.telemetry.counts import new_tally
 from scopewatch.telemetry.metrics import warn_bound_reached
 from scopewatch.telemetry.tasks import TaskTelemetry
@@ -319,7 +319,7 @@ def _created_live(loop: Any, coro: Any, name: Any, context: Any, record: TaskRec
 
 def _base_create_task(original: Any) -> Any:
     """``BaseEventLoop.create_task``, building scopewatch's ``Task`` when there is no factory."""
-    enabled = instrumentation_enabled
+    suppress_key, plain_key = SUPPRESS_KEYS
 
     def create_task(self: Any, coro: Any, *, name: Any = None, context: Any = None) -> Any:
         tracker = _tracker
@@ -330,11 +330,12 @@ def _base_create_task(original: Any) -> Any:
             or not PART.enabled
         ):
             return _through(original, self, coro, name, context)
-        if not enabled():  # suppressed: a plain task, not tracked
-            return _call(original, self, coro, name, context)
+        current = tracker.current_context()  # instrumentation_enabled() inlined, on the
+        if current and (current.get(suppress_key) or current.get(plain_key)):  # same context
+            return _call(original, self, coro, name, context)  # suppressed: a plain task
         self._check_closed()
         try:  # the hot path: _begin and _register inlined
-            facts = tracker.facts(coro, self)
+            facts = tracker.facts(coro, self, current)
         except Exception as error:
             PART.fail(error)
             facts = None
@@ -346,9 +347,10 @@ def _base_create_task(original: Any) -> Any:
             task = Task(coro, loop=self, name=name)
         else:
             task = Task(coro, loop=self, name=name, context=context)
-        source_traceback = task._source_traceback  # type: ignore[attr-defined]
-        if source_traceback:
-            del source_traceback[-1]
+        if self._debug:  # asyncio's Task keeps a traceback in debug mode: end it at the caller
+            source_traceback = task._source_traceback  # type: ignore[attr-defined]
+            if source_traceback:
+                del source_traceback[-1]
         task._scopewatch_facts = facts
         _add_done_callback(task, ended)
         tracker.active += 1
