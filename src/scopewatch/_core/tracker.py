@@ -109,6 +109,9 @@ class ScopeTracker(ScopeCancels, ScopeEnds):
         self._by_task: dict[int, _TaskScopes] = {}
         self.by_scope = self._by_scope
         """``id(scope)`` -> record of every entered scope (wrappers read it directly)."""
+        self.by_task = self._by_task
+        """``id(task)`` -> that task's entered scopes (``.records``, outermost first), read
+        directly by wrappers that inline :meth:`pop_innermost`."""
         self._last_capture: _Capture = (None, None, ((), "", 0), None, None)
         self.spans_at_enter = bool(getattr(sink, "spans_at_enter", True))
         """Whether the sink wants :meth:`ScopeSink.entered` (it starts spans at enter)."""

@@ -11,6 +11,7 @@ from scopewatch import semconv
 from scopewatch._core import frames
 from scopewatch._core.tracker import ExitFacts, ScopeTracker
 from scopewatch._safety import Part
+from scopewatch.instrumentation import _running_loop
 from scopewatch.instrumentation._patching import is_cancellation
 from scopewatch.telemetry.counts import new_tally
 from scopewatch.telemetry.metrics import warn_bound_reached
@@ -57,30 +58,9 @@ def _safe_current_task() -> Any:
         return None
 
 
-def _current_task_function() -> Callable[[], Any]:
-    """The cheapest equivalent of :func:`_safe_current_task` on this Python.
-
-    Where ``asyncio.current_task`` is Python code (3.10, 3.11) it calls
-    ``get_running_loop()``, which raises outside a loop; reading the task table with the
-    loop from ``_get_running_loop()`` (``None`` outside a loop) gives the same answer.
-    """
-    from asyncio import events, tasks
-
-    table = getattr(tasks, "_current_tasks", None)
-    get_loop = getattr(events, "_get_running_loop", None)
-    builtin = isinstance(asyncio.current_task, types.BuiltinFunctionType)
-    if builtin or not isinstance(table, dict) or get_loop is None:
-        return _safe_current_task
-    get = table.get
-
-    def current_task() -> Any:
-        """The running asyncio task, or ``None`` (no loop, or not inside a task)."""
-        return get(get_loop())
-
-    return current_task
-
-
-current_task = _current_task_function()
+current_task = _running_loop.current_task_function()
+"""The running asyncio task, or ``None`` (no loop, or not inside a task); no ``getpid()``
+per call on 3.10/3.11 (:mod:`scopewatch.instrumentation._running_loop`)."""
 
 
 def _task_of_loop_function() -> Callable[[Any], Any]:
@@ -100,7 +80,8 @@ def _task_of_loop_function() -> Callable[[Any], Any]:
 
 
 task_of_loop = _task_of_loop_function()
-running_loop: Callable[[], Any] = asyncio.events._get_running_loop
+running_loop: Callable[[], Any] = _running_loop.running_loop
+"""``asyncio._get_running_loop()`` without its ``getpid()`` on 3.10/3.11."""
 
 
 ScopeFacts = Callable[[Any], tuple[bool, bool, Iterable[object]]]

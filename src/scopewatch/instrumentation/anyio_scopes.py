@@ -218,7 +218,7 @@ def _enter_wrapper(original_enter: Callable[[Any], Any]) -> Callable[[Any], Any]
     return __enter__
 
 
-def _exit_wrapper(original_exit: Callable[..., Any]) -> Callable[..., Any]:
+def _exit_wrapper(original_exit: Callable[..., Any]) -> Callable[..., Any]:  # noqa: PLR0915
     part = state.PART
     getframe = sys._getframe
     running_loop = state.running_loop
@@ -227,7 +227,7 @@ def _exit_wrapper(original_exit: Callable[..., Any]) -> Callable[..., Any]:
     facts = _facts
     ok = semconv.OUTCOME_OK
 
-    def __exit__(self: Any, exc_type: Any, exc_val: Any, exc_tb: Any) -> Any:
+    def __exit__(self: Any, exc_type: Any, exc_val: Any, exc_tb: Any) -> Any:  # noqa: PLR0912
         tracker = state.tracker
         if tracker is None or not part.enabled:
             return original_exit(self, exc_type, exc_val, exc_tb)
@@ -238,7 +238,15 @@ def _exit_wrapper(original_exit: Callable[..., Any]) -> Callable[..., Any]:
         task = task_of_loop(loop) if loop is not None else None
         lifo = False
         try:
-            lifo = tracker.pop_innermost(record, self, task)
+            # ScopeTracker.pop_innermost without its call: the innermost scope of its own task
+            # exits, which cannot be a violation
+            if record.obj is self and task is record.task:
+                entry = tracker.by_task.get(id(task))
+                stack = entry.records if entry is not None else None
+                if stack and stack[-1] is record:
+                    stack.pop()
+                    tracker.by_scope.pop(id(self), None)
+                    lifo = True
             if not lifo:
                 record = tracker.exit_begin(self, task, getframe(1))
         except Exception as error:
