@@ -59,12 +59,14 @@ running_loop = _running_loop_function()
 def current_task_function() -> Callable[[], Any]:
     """``current_task()``: the running asyncio task, or ``None`` outside a loop or a task.
 
-    On 3.10 and 3.11 it reads asyncio's task table with :func:`running_loop` and carries
-    ``table`` and ``get_loop`` for :func:`~scopewatch.instrumentation._patching.task_lookup`;
-    elsewhere it is :func:`~scopewatch.instrumentation._patching.asyncio_current_task`.
+    Where asyncio keeps its task table in a dict (3.10-3.13; 3.14 keeps the running task in the
+    thread state) it reads that table with :func:`running_loop`, two C calls on 3.12 and 3.13,
+    and carries ``table`` and ``get_loop`` for
+    :func:`~scopewatch.instrumentation._patching.task_lookup`; elsewhere it is
+    :func:`~scopewatch.instrumentation._patching.asyncio_current_task`.
     """
     table = getattr(asyncio.tasks, "_current_tasks", None)
-    if running_loop is events._get_running_loop or not isinstance(table, dict):
+    if not isinstance(table, dict) or sys.version_info >= (3, 14):
         return _patching.asyncio_current_task()
     get = table.get
 
