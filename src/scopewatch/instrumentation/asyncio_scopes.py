@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import sys
+import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -184,22 +185,43 @@ def _on_enter(scope: Any, kind: str, frame: Any, task: Any, timeout: float | Non
     tracker.enter(scope, kind, user, task, frame, timeout)
 
 
-def _aexit(original: Callable[..., Any], read_facts: state.ScopeFacts) -> Callable[..., Any]:
+def _aexit(original: Callable[..., Any], read_facts: state.ScopeFacts) -> Callable[..., Any]:  # noqa: PLR0915
+    """The ``__aexit__`` coroutine: awaits the original to see how the exit ends.
+
+    The common exit (the innermost scope of the task that entered it, ending normally and not
+    slow) is popped and counted inline, as ``anyio_scopes``' exit wrapper does:
+    ``ScopeTracker.pop_innermost`` and ``exit_ok`` without their calls.
+    """
     part = state.PART
+    getframe = sys._getframe
     running_loop = _running_loop
     task_of_loop = state.task_of_loop
+    perf_counter = time.perf_counter
+    ok = semconv.OUTCOME_OK
 
-    async def __aexit__(self: Any, exc_type: Any, exc_val: Any, exc_tb: Any) -> Any:
+    async def __aexit__(self: Any, exc_type: Any, exc_val: Any, exc_tb: Any) -> Any:  # noqa: PLR0912
         tracker = state.tracker
-        if tracker is None or id(self) not in tracker.by_scope or not part.enabled:
+        if tracker is None or not part.enabled:
             return await original(self, exc_type, exc_val, exc_tb)
-        record = None
+        record = tracker.by_scope.get(id(self))
+        if record is None:
+            return await original(self, exc_type, exc_val, exc_tb)
         loop = running_loop()
         task = task_of_loop(loop) if loop is not None else None
+        lifo = False
         try:
-            record = tracker.exit_begin(self, task, sys._getframe(1))
+            if record.obj is self and task is record.task:  # innermost of its own task?
+                entry = tracker.by_task.get(id(task))
+                stack = entry.records if entry is not None else None
+                if stack and stack[-1] is record:
+                    stack.pop()
+                    tracker.by_scope.pop(id(self), None)
+                    lifo = True
+            if not lifo:
+                record = tracker.exit_begin(self, task, getframe(1))
         except Exception as error:
             part.fail(error)
+            record = None
         if record is None:
             return await original(self, exc_type, exc_val, exc_tb)
         try:
@@ -208,13 +230,28 @@ def _aexit(original: Callable[..., Any], read_facts: state.ScopeFacts) -> Callab
             state.finish_exit(self, record, task, raised, read_facts)
             hide_own_frame(raised)
             raise
-        if exc_val is None:
-            try:
-                tracker.exit_ok(record, task, self, read_facts)
-            except Exception as error:
-                part.fail(error)
-        else:
+        if exc_val is not None:
             state.finish_exit(self, record, task, None if suppressed else exc_val, read_facts)
+            return suppressed
+        try:
+            counts = tracker.ok_counts
+            if (
+                lifo
+                and counts is not None
+                and not record.violations
+                and perf_counter() - record.start <= tracker.slow
+            ):
+                if record.user:  # what ScopeTracker.exit_ok does, without its call
+                    key = (record.kind, ok)
+                    try:  # += on the dict itself: no thread switch between its read and write
+                        counts[key] += 1
+                    except KeyError:
+                        counts.setdefault(key, 0)
+                        counts[key] += 1
+            else:
+                tracker.exit_ok(record, task, self, read_facts)
+        except Exception as error:
+            part.fail(error)
         return suppressed
 
     return __aexit__
