@@ -114,10 +114,10 @@ def test_uninstrument_restores_every_original(instrument, feature, backend):
 
 def test_both_wrappers_of_loop_close_are_taken_off_in_either_order(instrument):
     """``BaseEventLoop.close`` is wrapped by the scopes and the tasks features."""
-    from scopewatch.instrumentation import loop_hooks, tasks
+    from scopewatch.instrumentation import _task_loops, loop_hooks
 
     original = asyncio.BaseEventLoop.__dict__["close"]
-    for first, second in ((loop_hooks, tasks), (tasks, loop_hooks)):
+    for first, second in ((loop_hooks, _task_loops), (_task_loops, loop_hooks)):
         telemetry = instrument()
         first.uninstall()
         assert asyncio.BaseEventLoop.__dict__["close"] is not original

@@ -10,8 +10,6 @@ from __future__ import annotations
 import ast
 from typing import TYPE_CHECKING
 
-import pytest
-
 from tests.support.paths import ROOT
 
 if TYPE_CHECKING:
@@ -128,10 +126,5 @@ def test_telemetry_never_imports_the_patch_layer() -> None:
     assert {name: found for name, found in offending.items() if found} == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="instrumentation.tasks <-> instrumentation._task_loops still import each other "
-    "(issue 17; the loop patches reach into tasks' private state)",
-)
 def test_no_two_modules_import_each_other() -> None:
     assert _circles() == []

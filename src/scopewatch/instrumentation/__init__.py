@@ -14,7 +14,11 @@ FEATURE_MODULES: dict[str, tuple[str, ...]] = {
         "scopewatch.instrumentation.trio_scopes",
         "scopewatch.instrumentation.loop_hooks",
     ),
-    "tasks": ("scopewatch.instrumentation.tasks", "scopewatch.instrumentation.trio_tasks"),
+    "tasks": (
+        "scopewatch.instrumentation.tasks",
+        "scopewatch.instrumentation._task_loops",
+        "scopewatch.instrumentation.trio_tasks",
+    ),
     "locks": (
         "scopewatch.instrumentation.asyncio_locks",
         "scopewatch.instrumentation.anyio_locks",

@@ -1,9 +1,11 @@
-"""The rarer ``create_task`` paths and ``loop.close()``, split out of :mod:`.tasks`.
+"""The loops' ``create_task`` and ``close()``: where asyncio and uvloop tasks are made.
 
-uvloop's loop class (not a ``BaseEventLoop``), 3.14's ``create_task(coro, **kwargs)`` and
-Pythons whose ``create_task`` signature is not known get a ``create_task`` built from
-:mod:`.tasks`' pieces; ``loop.close()`` is observed to report the tasks and scopes still open on
-that loop. The state (tracker, safety part) is :mod:`.tasks`' own, read at call time.
+Installed after :mod:`.tasks` (the tasks feature's second module): ``BaseEventLoop.create_task``
+becomes :func:`.tasks._base_create_task` where its signature is known, else a ``create_task``
+built from :mod:`.tasks`' pieces (3.14's ``create_task(coro, **kwargs)`` among them); uvloop's
+loop class (not a ``BaseEventLoop``) gets the same treatment once uvloop is imported.
+``loop.close()`` is observed to report the tasks and scopes still open on that loop. The state
+(tracker, safety part) is :mod:`.tasks`' own, read at call time.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from scopewatch._core.task_ends import ended
 from scopewatch._core.tasks import TaskRecord
 from scopewatch.instrumentation import _scope_state
 from scopewatch.instrumentation import tasks as _tasks
+from scopewatch.instrumentation._patching import Patches, when_imported
 from scopewatch.instrumentation._suppression import instrumentation_enabled
 
 if TYPE_CHECKING:
     from types import ModuleType
+
+    from scopewatch._runtime import Runtime
 
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -30,6 +35,24 @@ _FORWARDING = [
     inspect.Parameter.VAR_KEYWORD,
 ]
 """The parameter kinds of 3.14's ``BaseEventLoop.create_task(self, coro, **kwargs)``."""
+_patches = Patches()
+
+
+def install(runtime: Runtime) -> None:
+    """Replace ``create_task`` / ``close`` of ``BaseEventLoop`` (and of uvloop's loop, imported)."""
+    del runtime  # the tracker is :mod:`.tasks`' (installed first)
+    if _tasks._tracker is None:
+        return  # the task module could not be installed: tasks stay untracked
+    loop_class = asyncio.BaseEventLoop
+    wrap = _tasks._base_create_task if _tasks.KNOWN_CREATE_TASK else newer_create_task
+    _patches.patch(loop_class, "create_task", wrap)
+    _patches.patch(loop_class, "close", close_wrapper)
+    when_imported("uvloop", patch_uvloop)
+
+
+def uninstall() -> None:
+    """Restore the loops' originals (tasks made meanwhile keep working)."""
+    _patches.restore()
 
 
 def generic_create_task(original: Any) -> Any:
@@ -204,5 +227,5 @@ def patch_uvloop(module: ModuleType) -> None:
     if _tasks._tracker is None or loop_class is None or "create_task" in loop_class.__dict__:
         return
     # uvloop's own signature (name, context, and further keywords passed on), on every Python
-    _tasks._patches.patch(loop_class, "create_task", generic_create_task)
-    _tasks._patches.patch(loop_class, "close", close_wrapper)
+    _patches.patch(loop_class, "create_task", generic_create_task)
+    _patches.patch(loop_class, "close", close_wrapper)

@@ -7,8 +7,9 @@ is ``cancel``, to see who asks). A task factory set by the user, before or after
 is still the one called (its tasks are tracked, without cancel attribution);
 ``asyncio.eager_task_factory`` builds scopewatch's eager subclass; uvloop's loop class gets
 the same treatment, and so does 3.14's ``create_task(coro, **kwargs)``, every keyword passed
-on (:mod:`._task_loops`). Coroutines are never wrapped: ``task.get_coro()`` is the user's
-coroutine. ``loop.close()`` is observed to report scopes and tasks still open on that loop.
+on (:mod:`._task_loops` patches the loops, with this module's pieces). Coroutines are never
+wrapped: ``task.get_coro()`` is the user's coroutine. ``loop.close()`` is observed to report
+scopes and tasks still open on that loop.
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ class _EagerTask(Task):
 
 
 def install(runtime: Runtime) -> None:
-    """Replace ``create_task`` / ``close`` of the loop classes; hook eager tasks and uvloop."""
+    """Build the task tracker; hook eager tasks (the loops' ``create_task``: ``_task_loops``)."""
     global _tracker, _telemetry, _live, _eager_hooked
     telemetry = TaskTelemetry(runtime)
     settings = runtime.settings
@@ -171,18 +172,11 @@ def install(runtime: Runtime) -> None:
     if scopes is not None:
         scopes.task_cancel_info = tracker.cancel_info
     PART.reset()
-    from scopewatch.instrumentation import _task_loops  # it builds on this module's pieces
-
-    loop_class = asyncio.BaseEventLoop
-    wrap = _base_create_task if KNOWN_CREATE_TASK else _task_loops.newer_create_task
-    _patches.patch(loop_class, "create_task", wrap)
-    _patches.patch(loop_class, "close", _task_loops.close_wrapper)
     factory = getattr(asyncio, "eager_task_factory", None)
     closure = getattr(factory, "__closure__", None)
     if closure and closure[0].cell_contents is asyncio.Task:
         _patches.cell(closure[0], _EagerTask)
         _eager_hooked = True
-    when_imported("uvloop", _task_loops.patch_uvloop)
     when_imported("anyio", _anyio_is_library)
 
 
