@@ -76,8 +76,11 @@ def _on_cancel(scope: Any, frame: FrameType, args: tuple[Any, ...], kwargs: dict
     tracker = state.tracker
     if tracker is None:
         return
+    record = tracker.record_of(scope)
+    if record is not None and record.cancel is not None:
+        return  # only the first request counts (ScopeTracker.cancel_requested): skip its facts
     host = getattr(scope, "_host_task", None)
-    if host is not None and getattr(scope, "_active", False) and tracker.record_of(scope) is None:
+    if record is None and host is not None and getattr(scope, "_active", False):
         tracker.track_task(host)  # a task's own scope is tracked from its first cancel
     reason = kwargs.get("reason", args[0] if args else None) or ""
     location = ""
