@@ -335,6 +335,44 @@ def test_done_callbacks_behave_as_without_scopewatch(instrument):
     assert ok.value == 2 + 3  # the two tasks, then asyncio.run's main and shutdown tasks
 
 
+def removed_after_scheduling_scenario() -> list[object]:
+    """The first done callback removed once the task ended, before the loop ran it.
+
+    ``run_until_complete`` does this when a ``KeyboardInterrupt`` leaves ``run_forever``: its
+    callback is already scheduled, and asyncio runs it anyway.
+    """
+    seen: list[object] = []
+    loop = asyncio.new_event_loop()
+    loop.set_exception_handler(lambda loop, ctx: seen.append(repr(ctx.get("exception"))))
+
+    def first(task: asyncio.Task[int]) -> None:
+        seen.append(("first", task.result()))
+
+    async def steps() -> int:
+        return 1
+
+    try:
+        task = loop.create_task(steps())
+        task.add_done_callback(first)
+        task.add_done_callback(lambda task: seen.append("second"))
+        while not task.done():
+            loop.call_soon(loop.stop)
+            loop.run_forever()  # one step: the task ends, its callbacks are scheduled
+        seen.append(("removed", task.remove_done_callback(first)))
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+    finally:
+        loop.close()
+    return seen
+
+
+def test_a_callback_removed_after_it_was_scheduled_still_runs_as_without_scopewatch(instrument):
+    expected = removed_after_scheduling_scenario()
+    instrument()
+    assert removed_after_scheduling_scenario() == expected
+    assert expected == [("removed", 0), ("first", 1), "second"]
+
+
 def test_unretrieved_exception_is_still_logged_by_asyncio(instrument):
     """Reading the outcome must not mark the exception as retrieved."""
     instrument()

@@ -87,10 +87,12 @@ class Task(asyncio.Task):  # type: ignore[type-arg]
         """Remove ``fn`` (scopewatch's own callback stays, on its own again if it rode with it)."""
         carrier = getattr(self, CARRIER_ATTRIBUTE, None)
         if carrier is not None and (carrier is fn or carrier == fn):
-            self._scopewatch_carrier = None
             removed = _remove_done_callback(self, carried)
             if removed:
+                self._scopewatch_carrier = None
                 _add_done_callback(self, ended)
+            # else the task is done and its callbacks are scheduled: asyncio still runs a
+            # callback removed now, so the carried one still runs too
             return removed + _remove_done_callback(self, fn)
         return _remove_done_callback(self, fn)
 
