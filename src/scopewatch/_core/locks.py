@@ -230,13 +230,42 @@ def labels(info: LockInfo) -> tuple[str, str]:
 
 
 def sample() -> bool:
-    """Whether this uncontended hold is the one in :data:`HOLD_SAMPLE_EVERY` to time."""
+    """Whether this uncontended hold is the one in :data:`HOLD_SAMPLE_EVERY` to time.
+
+    The one countdown every wrapper uses. The hot paths (``_lock_wrappers.make_acquire``,
+    ``make_acquire_nowait``, ``_lock_contexts.make_aenter``) inline its first branch, a call
+    costing more than the test::
+
+        left = tick[0] - 1
+        if left:
+            tick[0] = left
+            start = 0.0  # not sampled
+        else:
+            start = sampled_start()
+
+    ``tests/instrumentation/test_hold_sampling.py`` checks that every lock kind samples alike.
+    """
     left = tick[0] - 1
     if left:
         tick[0] = left
         return False
     tick[0] = HOLD_SAMPLE_EVERY
     return True
+
+
+def sampled_start() -> float:
+    """The sampled branch of :func:`sample`: restart the countdown, return the hold's start."""
+    tick[0] = HOLD_SAMPLE_EVERY
+    if len(binary_holds) + len(multi_holds) >= limits.max_holds:  # room_for_holds(), inlined
+        trim_holds()
+    return time.perf_counter()
+
+
+def timed_start() -> float:
+    """The start of a timed hold (the holder tables are trimmed first when full)."""
+    if not room_for_holds():
+        trim_holds()
+    return time.perf_counter()
 
 
 def room_for_holds() -> bool:
@@ -261,22 +290,21 @@ def due(record: bool | float, start: float) -> float | None:
     return None
 
 
-def hold_started(lock: object, owner: Any, sampled: bool | float, multi: bool) -> None:
+def hold_started(lock: object, owner: Any, record: bool | float, multi: bool) -> None:
     """``owner`` (a task, or a CapacityLimiter borrower) now holds ``lock``.
 
-    ``sampled``: ``True`` to record the hold, a float to record it when at least that long.
+    ``record``: ``False`` (not timed: start ``0.0``), ``True`` (a sampled hold, see
+    :func:`sample`) or a float (record it when at least that long).
     """
-    if sampled and not room_for_holds():
-        trim_holds()
-    start = time.perf_counter()
+    start = timed_start() if record is not False else 0.0
     if not multi:
-        binary_holds[id(lock)] = (lock, owner, start, sampled)
+        binary_holds[id(lock)] = (lock, owner, start, record)
         return
     entry = multi_holds.get(id(lock))
     if entry is None:
-        multi_holds[id(lock)] = (lock, [(owner, start, sampled)])
+        multi_holds[id(lock)] = (lock, [(owner, start, record)])
     elif len(entry[1]) < MAX_HOLDERS:
-        entry[1].append((owner, start, sampled))
+        entry[1].append((owner, start, record))
 
 
 def hold_ended(

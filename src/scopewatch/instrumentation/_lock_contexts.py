@@ -12,7 +12,6 @@ the hold itself when ``release`` is scopewatch's wrapper, else calls the origina
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from scopewatch._core import locks as core
@@ -25,23 +24,19 @@ def make_aenter(acquire: Any, current_task: Any) -> Any:
     """``__aenter__`` for ``asyncio.Lock`` whose ``acquire`` is the wrapper ``acquire``."""
     holds = core.binary_holds
     tick = core.tick
-    every = core.HOLD_SAMPLE_EVERY
-    perf_counter = time.perf_counter
+    sampled_start = core.sampled_start
     get_task, get_loop = task_lookup(current_task)
 
     async def __aenter__(self: Any) -> None:
         if core.ACTIVE and not self._locked and not self._waiters and type(self).acquire is acquire:
             self._locked = True  # asyncio's own uncontended acquire, nothing more
             try:
-                left = tick[0] - 1
+                left = tick[0] - 1  # core.sample(), inlined
                 if left:
                     tick[0] = left
                     start = 0.0
                 else:
-                    tick[0] = every
-                    if not core.room_for_holds():
-                        core.trim_holds()
-                    start = perf_counter()
+                    start = sampled_start()
                 holds[id(self)] = (self, get_task(get_loop()), start, not left)
             except Exception as error:
                 fail(error)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from scopewatch import semconv
@@ -18,13 +18,6 @@ from scopewatch.instrumentation._patching import is_cancellation, task_lookup
 from scopewatch.telemetry import locks as telemetry
 
 Check = Callable[[Any], Any]
-
-SHAPE_LOCKED_FLAG = 1
-"""``lock._locked or lock._waiters`` (asyncio.Lock)."""
-SHAPE_COUNTER = 2
-"""``lock._value <= 0 or lock._waiters`` (asyncio.Semaphore, anyio's asyncio Semaphore)."""
-SHAPE_OWNER = 3
-"""``lock._owner_task is not None or lock._waiters`` (anyio's asyncio Lock)."""
 
 
 def fail(error: Exception) -> None:
@@ -47,6 +40,25 @@ def make_init(original: Any, kind_of: Callable[[type], str]) -> Any:
     return __init__
 
 
+def locked_or_waiters(lock: Any) -> Any:
+    """Might an ``asyncio.Lock`` wait: locked, or waiters queued."""
+    return lock._locked or lock._waiters
+
+
+def counter_or_waiters(lock: Any) -> Any:
+    """Might a counting semaphore wait (asyncio's, anyio's asyncio backend): at zero, or queued."""
+    return lock._value <= 0 or lock._waiters
+
+
+def owner_or_waiters(lock: Any) -> Any:
+    """Might anyio's asyncio ``Lock`` wait: an owner, or waiters queued."""
+    return lock._owner_task is not None or lock._waiters
+
+
+_INLINED: dict[Check, int] = {locked_or_waiters: 1, counter_or_waiters: 2, owner_or_waiters: 3}
+"""The ``busy`` tests :func:`make_acquire` inlines (a call costs more than the test)."""
+
+
 def make_acquire(
     original: Any,
     kind: str,
@@ -54,34 +66,23 @@ def make_acquire(
     contended_check: Check,
     multi: bool,
     current_task: Callable[[], Any],
-    borrower_arg: bool = False,
-    nowait_inside: bool = False,
-    shape: int = 0,
 ) -> Any:
-    """An async ``acquire`` (or ``acquire_on_behalf_of``) wrapper.
+    """An async no-argument ``acquire`` that records every hold itself (asyncio, anyio >= 4.5).
 
     Args:
         original: the unbound original coroutine function.
         kind: the lock kind reported when the lock has no recorded kind.
-        busy: cheap "might this wait?" test on the lock's own state.
+        busy: cheap "might this wait?" test on the lock's own state; the ``*_or_waiters`` tests
+            of this module are inlined.
         contended_check: exact "will this wait?" test, run only when ``busy`` said yes.
-        multi: several holders at once (semaphores, limiters).
+        multi: several holders at once (semaphores).
         current_task: the running task (the holder), ``None`` outside one.
-        borrower_arg: the holder is the first positional argument (CapacityLimiter).
-        nowait_inside: the original calls an (also wrapped) ``*_nowait`` method that records
-            uncontended holds itself.
-        shape: one of the ``SHAPE_*`` layouts whose ``busy`` test is inlined, or ``0``.
     """
-    if borrower_arg or nowait_inside:
-        return _make_general_acquire(
-            original, kind, contended_check, busy, multi, current_task, borrower_arg,
-            nowait_inside,
-        )  # fmt: skip
+    shape = _INLINED.get(busy, 0)
     holds = core.binary_holds
     multi_holds = core.multi_holds
     tick = core.tick
-    perf_counter = time.perf_counter
-    every = core.HOLD_SAMPLE_EVERY
+    sampled_start = core.sampled_start
     get_task, get_loop = task_lookup(current_task)
 
     contended = _make_contended(original, kind, contended_check, multi, current_task)
@@ -91,12 +92,11 @@ def make_acquire(
         if not core.ACTIVE:
             return await original(self)
         try:
-            # The common lock layouts are tested inline (a call costs more than the test).
-            if shape == 1:  # SHAPE_LOCKED_FLAG
+            if shape == 1:  # locked_or_waiters
                 waiting = self._locked or self._waiters
-            elif shape == 2:  # SHAPE_COUNTER
+            elif shape == 2:  # counter_or_waiters
                 waiting = self._value <= 0 or self._waiters
-            elif shape == 3:  # SHAPE_OWNER
+            elif shape == 3:  # owner_or_waiters
                 waiting = self._owner_task is not None or self._waiters
             else:
                 waiting = busy(self)
@@ -107,15 +107,12 @@ def make_acquire(
             return await contended(self)
         result = await original(self)
         try:
-            left = tick[0] - 1
+            left = tick[0] - 1  # core.sample(), inlined
             if left:
                 tick[0] = left
                 start = 0.0
             else:
-                tick[0] = every
-                if not core.room_for_holds():
-                    core.trim_holds()
-                start = perf_counter()
+                start = sampled_start()
             if not multi:
                 holds[id(self)] = (self, get_task(get_loop()), start, not left)
             else:
@@ -140,127 +137,101 @@ def _make_contended(
     current_task: Callable[[], Any],
 ) -> Callable[[Any], Any]:
     """The slow path of :func:`make_acquire` (the lock looked busy)."""
-    holds = core.binary_holds
-    perf_counter = time.perf_counter
-    get_task, get_loop = task_lookup(current_task)
 
     async def contended(self: Any) -> Any:
-        """The slow path: time the wait, report it, remember the holder."""
-        try:
-            really = contended_check(self)
-        except Exception as error:
-            fail(error)
-            really = False
-        start = perf_counter()
-        try:
-            result = await original(self)
-        except BaseException as raised:
-            if really and core.ACTIVE and is_cancellation(raised):
-                _report_failed_wait(self, kind, perf_counter() - start, current_task)
-            raise
-        end = perf_counter()
-        try:
-            if really:
-                metrics = telemetry.current
-                if metrics is not None:
-                    metrics.waited(self, kind, end - start, semconv.LOCK_OUTCOME_ACQUIRED)
-                # a sampled hold, or one long enough to matter (see core.LONG_HOLD)
-                record = core.sample() or core.LONG_HOLD
-            else:
-                record = core.sample()
-            task = get_task(get_loop())
-            if not multi:
-                holds[id(self)] = (self, task, end, record)
-            else:
-                core.hold_started(self, task, record, True)
-        except Exception as error:
-            fail(error)
+        if will_wait(contended_check, self):
+            return await time_wait(self, original(self), kind, multi, current_task)
+        result = await original(self)  # busy, but free after all: an uncontended hold
+        if core.ACTIVE:
+            try:
+                core.hold_started(self, current_task(), core.sample(), multi)
+            except Exception as error:
+                fail(error)
         return result
 
     return contended
 
 
-def _make_general_acquire(
-    original: Any,
-    kind: str,
-    contended_check: Check,
-    busy: Check,
-    multi: bool,
-    current_task: Callable[[], Any],
-    borrower_arg: bool,
-    nowait_inside: bool,
+def make_delegating_acquire(
+    original: Any, kind: str, busy: Check, multi: bool, current_task: Callable[[], Any]
 ) -> Any:
-    async def acquire(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not core.ACTIVE:
-            return await original(self, *args, **kwargs)
-        try:
-            waiting = busy(self)
-        except Exception as error:
-            fail(error)
-            waiting = False
-        if waiting:
-            return await timed_acquire(
-                self, original, args, kwargs, kind, contended_check, multi, current_task,
-                borrower_arg, nowait_inside,
-            )  # fmt: skip
-        result = await original(self, *args, **kwargs)
-        if not nowait_inside and core.ACTIVE:
-            try:
-                owner = args[0] if borrower_arg else current_task()
-                core.hold_started(self, owner, core.sample(), multi)
-            except Exception as error:
-                fail(error)
-        return result
+    """An async no-argument ``acquire`` whose original calls the wrapped ``acquire_nowait``.
+
+    That wrapper records the uncontended holds (trio, anyio < 4.5); this one times the waits.
+    """
+
+    async def acquire(self: Any) -> Any:
+        if core.ACTIVE and will_wait(busy, self):
+            return await time_wait(self, original(self), kind, multi, current_task)
+        return await original(self)
 
     acquire.__wrapped__ = original  # type: ignore[attr-defined]
     return acquire
 
 
-async def timed_acquire(
-    lock: Any,
-    original: Any,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    kind: str,
-    contended_check: Check,
-    multi: bool,
-    current_task: Callable[[], Any],
-    borrower_arg: bool,
-    nowait_inside: bool,
-    measured: Any = None,
+def make_borrower_acquire(
+    original: Any, kind: str, busy: Check, current_task: Callable[[], Any]
 ) -> Any:
-    """Time a wait in ``original(lock, ...)``; report it and the hold on ``measured``.
+    """A CapacityLimiter's ``acquire_on_behalf_of(borrower)``.
 
-    ``measured`` is the lock whose state is checked and whose hold ``release`` ends, when it is
-    not ``lock`` itself (anyio's trio backend objects delegate to a trio lock).
+    Its original calls the wrapped ``acquire_on_behalf_of_nowait``, which records uncontended
+    holds; this one times the waits.
     """
-    caller = lock
-    if measured is not None:
-        lock = measured
+
+    async def acquire_on_behalf_of(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if core.ACTIVE and will_wait(busy, self):
+            acquiring = original(self, *args, **kwargs)
+            return await time_wait(self, acquiring, kind, True, current_task, lambda: args[0])
+        return await original(self, *args, **kwargs)
+
+    acquire_on_behalf_of.__wrapped__ = original  # type: ignore[attr-defined]
+    return acquire_on_behalf_of
+
+
+def will_wait(check: Check, lock: Any) -> bool:
+    """``check(lock)``; a check that raises switches the wrappers off and says no."""
     try:
-        contended = bool(contended_check(lock))
+        return bool(check(lock))
     except Exception as error:
         fail(error)
-        contended = False
+        return False
+
+
+async def time_wait(
+    lock: Any,
+    acquiring: Awaitable[Any],
+    kind: str,
+    multi: bool,
+    current_task: Callable[[], Any],
+    holder: Callable[[], Any] | None = None,
+) -> Any:
+    """Await ``acquiring``, a contended acquisition of ``lock``; report the wait and the hold.
+
+    Args:
+        lock: the lock whose wait and hold are reported (anyio's trio backend objects pass the
+            trio lock they delegate to).
+        acquiring: the original acquire's awaitable.
+        kind: the lock kind reported when the lock has no recorded kind.
+        multi: several holders at once.
+        current_task: the running task (whose deadline may end the wait).
+        holder: the new holder (a CapacityLimiter borrower); the running task by default.
+    """
     start = time.perf_counter()
     try:
-        result = await original(caller, *args, **kwargs)
+        result = await acquiring
     except BaseException as raised:
-        if contended and core.ACTIVE and is_cancellation(raised):
+        if core.ACTIVE and is_cancellation(raised):
             _report_failed_wait(lock, kind, time.perf_counter() - start, current_task)
         raise
     if core.ACTIVE:
         waited = time.perf_counter() - start
         try:
-            owner = args[0] if borrower_arg else current_task()
             metrics = telemetry.current
-            if contended:
-                if metrics is not None:
-                    metrics.waited(lock, kind, waited, semconv.LOCK_OUTCOME_ACQUIRED)
-                # a sampled hold, or one long enough to matter (see core.LONG_HOLD)
-                core.hold_started(lock, owner, core.sample() or core.LONG_HOLD, multi)
-            elif not nowait_inside:
-                core.hold_started(lock, owner, core.sample(), multi)
+            if metrics is not None:
+                metrics.waited(lock, kind, waited, semconv.LOCK_OUTCOME_ACQUIRED)
+            owner = (holder or current_task)()
+            # a sampled hold, or one long enough to matter (see core.LONG_HOLD)
+            core.hold_started(lock, owner, core.sample() or core.LONG_HOLD, multi)
         except Exception as error:
             fail(error)
     return result
@@ -284,20 +255,34 @@ def _report_failed_wait(
         fail(error)
 
 
-def make_acquire_nowait(
-    original: Any,
-    multi: bool,
-    current_task: Callable[[], Any],
-    borrower_arg: bool = False,
-) -> Any:
-    """A synchronous ``acquire_nowait`` wrapper (never contended: it raises instead of waiting)."""
+def make_acquire_nowait(original: Any, multi: bool, holder: Check) -> Any:
+    """A synchronous no-argument ``acquire_nowait`` (it raises instead of waiting).
 
-    def acquire_nowait(self: Any, *args: Any, **kwargs: Any) -> Any:
-        result = original(self, *args, **kwargs)
+    ``holder(lock)`` is the new holder (trio's own ``_owner``, or the running task).
+    """
+    holds = core.binary_holds
+    multi_holds = core.multi_holds
+    tick = core.tick
+    sampled_start = core.sampled_start
+
+    def acquire_nowait(self: Any) -> Any:
+        result = original(self)
         if core.ACTIVE:
             try:
-                owner = args[0] if borrower_arg else current_task()
-                core.hold_started(self, owner, core.sample(), multi)
+                left = tick[0] - 1  # core.sample(), inlined
+                if left:
+                    tick[0] = left
+                    start = 0.0
+                else:
+                    start = sampled_start()
+                if not multi:
+                    holds[id(self)] = (self, holder(self), start, not left)
+                else:
+                    entry = multi_holds.get(id(self))
+                    if entry is None:
+                        multi_holds[id(self)] = (self, [(holder(self), start, not left)])
+                    elif len(entry[1]) < core.MAX_HOLDERS:
+                        entry[1].append((holder(self), start, not left))
             except Exception as error:
                 fail(error)
         return result
@@ -306,14 +291,32 @@ def make_acquire_nowait(
     return acquire_nowait
 
 
-def make_release(
-    original: Any,
-    kind: str,
-    multi: bool,
-    current_task: Callable[[], Any],
-    borrower_arg: bool = False,
-) -> Any:
-    """A ``release()`` (or ``release_on_behalf_of(borrower)``) wrapper ending the hold."""
+def running_task(current_task: Callable[[], Any]) -> Check:
+    """A ``holder`` for :func:`make_acquire_nowait`: the running task."""
+    return lambda _lock: current_task()
+
+
+def make_borrower_acquire_nowait(original: Any) -> Any:
+    """A CapacityLimiter's ``acquire_on_behalf_of_nowait(borrower)``."""
+
+    def acquire_on_behalf_of_nowait(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, *args, **kwargs)
+        if core.ACTIVE:
+            try:
+                core.hold_started(self, args[0], core.sample(), True)
+            except Exception as error:
+                fail(error)
+        return result
+
+    acquire_on_behalf_of_nowait.__wrapped__ = original  # type: ignore[attr-defined]
+    return acquire_on_behalf_of_nowait
+
+
+def make_release(original: Any, kind: str, multi: bool, current_task: Callable[[], Any]) -> Any:
+    """A no-argument ``release()`` wrapper ending the hold.
+
+    ``current_task`` finds the releasing task among several holders of a semaphore.
+    """
     holds = core.binary_holds
     multi_holds = core.multi_holds
 
@@ -352,7 +355,15 @@ def make_release(
                 fail(error)
         return result
 
-    def release_borrowed(self: Any, borrower: Any) -> Any:
+    chosen: Any = release_multi if multi else release_binary
+    chosen.__wrapped__ = original
+    return chosen
+
+
+def make_borrower_release(original: Any, kind: str) -> Any:
+    """A CapacityLimiter's ``release_on_behalf_of(borrower)`` ending the borrower's hold."""
+
+    def release_on_behalf_of(self: Any, borrower: Any) -> Any:
         result = original(self, borrower)
         if core.ACTIVE:
             try:
@@ -365,6 +376,5 @@ def make_release(
                 fail(error)
         return result
 
-    chosen: Any = release_borrowed if borrower_arg else release_multi if multi else release_binary
-    chosen.__wrapped__ = original
-    return chosen
+    release_on_behalf_of.__wrapped__ = original  # type: ignore[attr-defined]
+    return release_on_behalf_of

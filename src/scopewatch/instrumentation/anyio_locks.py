@@ -93,12 +93,8 @@ def _on_import(module: ModuleType) -> None:
 # --- asyncio backend ---------------------------------------------------------------------------
 
 
-def _lock_busy(lock: Any) -> Any:
-    return lock._owner_task is not None or lock._waiters
-
-
-def _semaphore_busy(lock: Any) -> Any:
-    return lock._value <= 0 or lock._waiters
+_lock_busy = wrappers.owner_or_waiters
+_semaphore_busy = wrappers.counter_or_waiters
 
 
 def _limiter_busy(limiter: Any) -> Any:
@@ -111,63 +107,49 @@ def _patch_asyncio_backend(module: ModuleType) -> None:
     lock_kind = semconv.LOCK_KIND_ANYIO_LOCK
     semaphore_kind = semconv.LOCK_KIND_ANYIO_SEMAPHORE
     limiter_kind = semconv.LOCK_KIND_ANYIO_CAPACITY_LIMITER
-    for cls_name, kind, busy, multi, shape in (
-        ("Lock", lock_kind, _lock_busy, False, wrappers.SHAPE_OWNER),
-        ("Semaphore", semaphore_kind, _semaphore_busy, True, wrappers.SHAPE_COUNTER),
+    for cls_name, kind, busy, multi in (
+        ("Lock", lock_kind, _lock_busy, False),
+        ("Semaphore", semaphore_kind, _semaphore_busy, True),
     ):
         cls = getattr(module, cls_name, None)
         if cls is None or "acquire" not in cls.__dict__:  # anyio < 4.5: no backend class
             continue
-        _patch_common(cls, kind, busy, multi, current, shape)
+        _patch_common(cls, kind, busy, multi, current)
     limiter = getattr(module, "CapacityLimiter", None)
     if limiter is not None and "acquire_on_behalf_of" in limiter.__dict__:
         _patches.patch(limiter, "__init__", _init)
         _patches.patch(
             limiter,
             "acquire_on_behalf_of",
-            lambda original: wrappers.make_acquire(
-                original,
-                limiter_kind,
-                _limiter_busy,
-                _limiter_busy,
-                True,
-                current,
-                borrower_arg=True,
-                nowait_inside=True,
+            lambda original: wrappers.make_borrower_acquire(
+                original, limiter_kind, _limiter_busy, current
             ),
         )
         _patches.patch(
             limiter,
             "acquire_on_behalf_of_nowait",
-            lambda original: wrappers.make_acquire_nowait(
-                original, True, current, borrower_arg=True
-            ),
+            wrappers.make_borrower_acquire_nowait,
         )
         _patches.patch(
             limiter,
             "release_on_behalf_of",
-            lambda original: wrappers.make_release(
-                original, limiter_kind, True, current, borrower_arg=True
-            ),
+            lambda original: wrappers.make_borrower_release(original, limiter_kind),
         )
 
 
-def _patch_common(
-    cls: type, kind: str, busy: Any, multi: bool, current: Any, shape: int = 0
-) -> None:
+def _patch_common(cls: type, kind: str, busy: Any, multi: bool, current: Any) -> None:
     _patches.patch(cls, "__init__", _init)
     _patches.patch(
         cls,
         "acquire",
-        lambda original: wrappers.make_acquire(
-            original, kind, busy, busy, multi, current, shape=shape
-        ),
+        lambda original: wrappers.make_acquire(original, kind, busy, busy, multi, current),
     )
     if "acquire_nowait" in cls.__dict__:
+        holder = wrappers.running_task(current)
         _patches.patch(
             cls,
             "acquire_nowait",
-            lambda original: wrappers.make_acquire_nowait(original, multi, current),
+            lambda original: wrappers.make_acquire_nowait(original, multi, holder),
         )
     _patches.patch(
         cls, "release", lambda original: wrappers.make_release(original, kind, multi, current)
@@ -273,9 +255,7 @@ def _fast_acquire(
             waiting = False
         if not waiting:
             return await original(self)
-        return await wrappers.timed_acquire(
-            self, original, (), {}, kind, busy, multi, current, False, True, measured=inner
-        )
+        return await wrappers.time_wait(inner, original(self), kind, multi, current)
 
     acquire.__wrapped__ = original  # type: ignore[attr-defined]
     return acquire
@@ -318,10 +298,10 @@ def _patch_generic_classes(module: ModuleType) -> None:
 
 def _patch_generic(cls: type, kind: str, busy: Any, multi: bool, current: Any) -> None:
     def acquire(original: Any) -> Any:
-        return wrappers.make_acquire(original, kind, busy, busy, multi, current, nowait_inside=True)
+        return wrappers.make_delegating_acquire(original, kind, busy, multi, current)
 
     def acquire_nowait(original: Any) -> Any:
-        return wrappers.make_acquire_nowait(original, multi, current)
+        return wrappers.make_acquire_nowait(original, multi, wrappers.running_task(current))
 
     def release(original: Any) -> Any:
         return wrappers.make_release(original, kind, multi, current)

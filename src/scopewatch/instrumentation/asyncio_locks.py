@@ -45,10 +45,6 @@ def kind_of(cls: type) -> str:
     return kind
 
 
-def _lock_busy(lock: Any) -> Any:
-    return lock._locked or lock._waiters
-
-
 def _lock_contended(lock: Any) -> bool:
     """Exactly when asyncio's acquire waits: locked, or a live waiter queued (fairness)."""
     if lock._locked:
@@ -57,10 +53,6 @@ def _lock_contended(lock: Any) -> bool:
         if not waiter.cancelled():
             return True
     return False
-
-
-def _semaphore_busy(lock: Any) -> Any:
-    return lock._value <= 0 or lock._waiters
 
 
 def _semaphore_contended(lock: Any) -> bool:
@@ -84,11 +76,10 @@ def install(runtime: Runtime) -> None:
         lambda original: wrappers.make_acquire(
             original,
             lock_kind,
-            _lock_busy,
+            wrappers.locked_or_waiters,
             _lock_contended,
             False,
             current,
-            shape=wrappers.SHAPE_LOCKED_FLAG,
         ),
     )
     _patches.patch(
@@ -110,11 +101,10 @@ def install(runtime: Runtime) -> None:
         lambda original: wrappers.make_acquire(
             original,
             semaphore_kind,
-            _semaphore_busy,
+            wrappers.counter_or_waiters,
             _semaphore_contended,
             True,
             current,
-            shape=wrappers.SHAPE_COUNTER,
         ),
     )
     _patches.patch(

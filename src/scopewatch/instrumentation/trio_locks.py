@@ -24,7 +24,6 @@ in a wrapper's own code is the same as one in the caller just before or after th
 from __future__ import annotations
 
 import sys
-import time
 from typing import TYPE_CHECKING, Any
 
 from scopewatch import semconv
@@ -141,81 +140,26 @@ def _patch_simple(
     cls: type, kind: str, busy: Callable[[Any], Any], multi: bool, current: Callable[[], Any]
 ) -> None:
     _patches.patch(cls, "__init__", lambda original: wrappers.make_init(original, kind_of))
+    # trio's acquire calls acquire_nowait, which records the uncontended holds
     _patches.patch(
-        cls, "acquire", lambda original: _make_acquire(original, kind, busy, multi, current)
+        cls,
+        "acquire",
+        lambda original: wrappers.make_delegating_acquire(original, kind, busy, multi, current),
     )
+    holder = wrappers.running_task(current) if multi else _owner
     _patches.patch(
-        cls, "acquire_nowait", lambda original: _make_acquire_nowait(original, multi, current)
+        cls,
+        "acquire_nowait",
+        lambda original: wrappers.make_acquire_nowait(original, multi, holder),
     )
     _patches.patch(
         cls, "release", lambda original: wrappers.make_release(original, kind, multi, current)
     )
 
 
-def _make_acquire(
-    original: Any, kind: str, busy: Callable[[Any], Any], multi: bool, current: Callable[[], Any]
-) -> Any:
-    """``Lock``/``Semaphore.acquire``, timed when it will wait.
-
-    Uncontended holds are recorded by the ``acquire_nowait`` it calls.
-    """
-
-    async def acquire(self: Any) -> Any:
-        if not core.ACTIVE:
-            return await original(self)
-        try:
-            waiting = busy(self)
-        except Exception as error:
-            wrappers.fail(error)
-            waiting = False
-        if not waiting:
-            return await original(self)
-        return await wrappers.timed_acquire(
-            self, original, (), {}, kind, busy, multi, current, False, True
-        )
-
-    acquire.__wrapped__ = original  # type: ignore[attr-defined]
-    return acquire
-
-
-def _make_acquire_nowait(original: Any, multi: bool, current: Callable[[], Any]) -> Any:
-    """``Lock``/``Semaphore.acquire_nowait`` remembering the holder.
-
-    One hold in ``HOLD_SAMPLE_EVERY`` is timed (the inline sampling of the asyncio fast path).
-    """
-    holds = core.binary_holds
-    multi_holds = core.multi_holds
-    tick = core.tick
-    every = core.HOLD_SAMPLE_EVERY
-    perf_counter = time.perf_counter
-
-    def acquire_nowait(self: Any) -> Any:
-        result = original(self)
-        if core.ACTIVE:
-            try:
-                left = tick[0] - 1
-                if left:
-                    tick[0] = left
-                    start = 0.0
-                else:
-                    tick[0] = every
-                    if not core.room_for_holds():
-                        core.trim_holds()
-                    start = perf_counter()
-                if not multi:
-                    holds[id(self)] = (self, self._owner, start, not left)
-                else:
-                    entry = multi_holds.get(id(self))
-                    if entry is None:
-                        multi_holds[id(self)] = (self, [(current(), start, not left)])
-                    elif len(entry[1]) < core.MAX_HOLDERS:
-                        entry[1].append((current(), start, not left))
-            except Exception as error:
-                wrappers.fail(error)
-        return result
-
-    acquire_nowait.__wrapped__ = original  # type: ignore[attr-defined]
-    return acquire_nowait
+def _owner(lock: Any) -> Any:
+    """A trio ``Lock``'s holder, as its ``acquire_nowait`` just set it."""
+    return lock._owner
 
 
 def _patch_limiter(cls: type, current: Callable[[], Any]) -> None:
@@ -224,26 +168,13 @@ def _patch_limiter(cls: type, current: Callable[[], Any]) -> None:
     _patches.patch(
         cls,
         "acquire_on_behalf_of",
-        lambda original: wrappers.make_acquire(
-            original,
-            kind,
-            limiter_busy,
-            limiter_busy,
-            True,
-            current,
-            borrower_arg=True,
-            nowait_inside=True,
-        ),
+        lambda original: wrappers.make_borrower_acquire(original, kind, limiter_busy, current),
     )
-    _patches.patch(
-        cls,
-        "acquire_on_behalf_of_nowait",
-        lambda original: wrappers.make_acquire_nowait(original, True, current, borrower_arg=True),
-    )
+    _patches.patch(cls, "acquire_on_behalf_of_nowait", wrappers.make_borrower_acquire_nowait)
     _patches.patch(
         cls,
         "release_on_behalf_of",
-        lambda original: wrappers.make_release(original, kind, True, current, borrower_arg=True),
+        lambda original: wrappers.make_borrower_release(original, kind),
     )
 
 
