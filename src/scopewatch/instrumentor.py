@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import logging
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
@@ -11,16 +9,14 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 
 from scopewatch import _runtime, semconv
 from scopewatch.config import load_settings
-from scopewatch.instrumentation import FEATURE_MODULES
+from scopewatch.instrumentation import FEATURE_MODULES, features
 from scopewatch.package import _instruments
 from scopewatch.telemetry.metrics import Instruments
 from scopewatch.version import __version__
 
 if TYPE_CHECKING:
     from collections.abc import Collection
-    from types import ModuleType
 
-_logger = logging.getLogger("scopewatch")
 
 ALERTS_MODULE = "scopewatch.alerts"
 
@@ -33,7 +29,7 @@ class ScopeWatchInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     they take precedence over ``OTEL_PYTHON_SCOPEWATCH_*`` variables and the config file.
     """
 
-    _installed: list[ModuleType]
+    _installed: list[features.Installed]
 
     def instrumentation_dependencies(self) -> Collection[str]:
         """Nothing is required: every target is patched only when importable."""
@@ -59,29 +55,19 @@ class ScopeWatchInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         )
         _runtime.current = runtime
         self._installed = []
-        names = [
-            name
-            for feature, modules in FEATURE_MODULES.items()
-            if settings.enabled(feature)
-            for name in modules
-        ]
-        names.append(ALERTS_MODULE)
-        for name in names:
-            try:
-                module = importlib.import_module(name)
-                module.install(runtime)
-            except Exception:
-                _logger.exception("scopewatch: %s could not be installed and stays off", name)
-                continue
-            self._installed.append(module)
+        for feature in FEATURE_MODULES:
+            if settings.enabled(feature):
+                self._add(features.install(feature, runtime))
+        self._add(features.install("alerts", runtime, (ALERTS_MODULE,)))
+
+    def _add(self, installed: features.Installed | None) -> None:
+        if installed is not None:
+            self._installed.append(installed)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         del kwargs
-        for module in reversed(getattr(self, "_installed", [])):
-            try:
-                module.uninstall()
-            except Exception:
-                _logger.exception("scopewatch: %s could not be uninstalled", module.__name__)
+        for installed in reversed(getattr(self, "_installed", [])):
+            features.uninstall(installed)
         self._installed = []
         runtime = _runtime.current
         if runtime is not None:

@@ -281,7 +281,7 @@ EXECUTES = re.compile(
 EXECUTES_ALLOWED = {
     # module -> why its uses never execute configuration (reviewed)
     "__init__.py": "import_module of the package's own lazy-export table (fixed names)",
-    "instrumentor.py": "import_module of FEATURE_MODULES and scopewatch.alerts (fixed names)",
+    "instrumentation/features.py": "import_module of FEATURE_MODULES and scopewatch.alerts (fixed)",
     "alerts/debugger.py": "import_module('debugpy'), a fixed name",
 }
 """Modules that run programs by design (``scopewatch run``/``demo``/``doctor``) are listed by

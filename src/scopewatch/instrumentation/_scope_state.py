@@ -23,31 +23,24 @@ if TYPE_CHECKING:
 
 PART = Part("cancel-scope instrumentation")
 tracker: ScopeTracker | None = None
-_users = 0
 
 
-def acquire(runtime: Runtime) -> ScopeTracker:
-    """The tracker for ``runtime``, created by the first scope module installed."""
-    global tracker, _users
-    if tracker is None:
-        settings = runtime.settings
-        tracker = ScopeTracker(ScopeTelemetry(runtime), settings.stack_depth, settings.max_tracked)
-        tracker.bound_reached = warn_bound_reached
-        tracker.untracked = new_tally()  # kept per thread without a GIL
-        scopes = tracker
-        runtime.instruments.set_untracked(semconv.UNTRACKED_SCOPE, lambda: int(scopes.untracked))
-        runtime.scopes = tracker
-        PART.reset()
-    _users += 1
-    return tracker
+def start(runtime: Runtime) -> None:
+    """Build the scopes feature's tracker (before its modules install); put it on ``runtime``."""
+    global tracker
+    settings = runtime.settings
+    scopes = ScopeTracker(ScopeTelemetry(runtime), settings.stack_depth, settings.max_tracked)
+    scopes.bound_reached = warn_bound_reached
+    scopes.untracked = new_tally()  # kept per thread without a GIL
+    runtime.instruments.set_untracked(semconv.UNTRACKED_SCOPE, lambda: int(scopes.untracked))
+    runtime.scopes = tracker = scopes
+    PART.reset()
 
 
-def release() -> None:
-    """Drop the tracker when the last scope module is uninstalled."""
-    global tracker, _users
-    _users = max(0, _users - 1)
-    if _users == 0:
-        tracker = None
+def stop() -> None:
+    """Drop the tracker, after every scope module is uninstalled."""
+    global tracker
+    tracker = None
 
 
 def _safe_current_task() -> Any:

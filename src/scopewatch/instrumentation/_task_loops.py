@@ -40,9 +40,7 @@ _patches = Patches()
 
 def install(runtime: Runtime) -> None:
     """Replace ``create_task`` / ``close`` of ``BaseEventLoop`` (and of uvloop's loop, imported)."""
-    del runtime  # the tracker is :mod:`.tasks`' (installed first)
-    if _tasks._tracker is None:
-        return  # the task module could not be installed: tasks stay untracked
+    del runtime  # the tracker is the feature's (``tasks.start``, before any task module)
     loop_class = asyncio.BaseEventLoop
     wrap = _tasks._base_create_task if _tasks.KNOWN_CREATE_TASK else newer_create_task
     _patches.patch(loop_class, "create_task", wrap)

@@ -19,7 +19,6 @@ from scopewatch._core import frames
 from scopewatch._core import locks as core
 from scopewatch.instrumentation import _lock_wrappers as wrappers
 from scopewatch.instrumentation import _patching, _running_loop, trio_locks
-from scopewatch.telemetry import locks as telemetry
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -53,7 +52,7 @@ def _kind_of(cls: type) -> str:
 def install(runtime: Runtime) -> None:
     """Patch the anyio lock classes now, or when their modules are imported."""
     global _active
-    telemetry.start(runtime)
+    del runtime  # the feature's telemetry is started first (``telemetry.locks.start``)
     _active = True
     if _asyncio_deadline not in core.deadline_probes:
         core.deadline_probes.append(_asyncio_deadline)
@@ -69,7 +68,6 @@ def uninstall() -> None:
     _patched_modules.clear()
     if _asyncio_deadline in core.deadline_probes:
         core.deadline_probes.remove(_asyncio_deadline)
-    telemetry.stop()
 
 
 def _on_import(module: ModuleType) -> None:

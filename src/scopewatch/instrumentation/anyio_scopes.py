@@ -61,7 +61,7 @@ _task_body: CodeType | None = None
 def install(runtime: Any) -> None:
     """Patch the anyio asyncio backend now or when it is imported."""
     global _active
-    state.acquire(runtime)
+    del runtime  # the tracker is the feature's (``_scope_state.start``)
     _active = True
     when_imported(BACKEND, _on_import)
 
@@ -72,7 +72,6 @@ def uninstall() -> None:
     _active = False
     _patches.restore()
     _pending.clear()
-    state.release()
 
 
 def _on_import(module: ModuleType) -> None:

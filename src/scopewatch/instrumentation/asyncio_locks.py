@@ -20,7 +20,6 @@ from scopewatch._core import locks as core
 from scopewatch.instrumentation import _lock_contexts as contexts
 from scopewatch.instrumentation import _lock_wrappers as wrappers
 from scopewatch.instrumentation import _patching, _running_loop
-from scopewatch.telemetry import locks as telemetry
 
 if TYPE_CHECKING:
     from scopewatch._runtime import Runtime
@@ -61,7 +60,7 @@ def _semaphore_contended(lock: Any) -> bool:
 
 def install(runtime: Runtime) -> None:
     """Patch the asyncio lock classes."""
-    telemetry.start(runtime)
+    del runtime  # the feature's telemetry is started first (``telemetry.locks.start``)
     if _patches:
         return
     lock_kind = semconv.LOCK_KIND_ASYNCIO_LOCK
@@ -118,7 +117,6 @@ def install(runtime: Runtime) -> None:
 def uninstall() -> None:
     """Restore every original method."""
     _patches.restore()
-    telemetry.stop()
 
 
 def _condition_init(original: Any) -> Any:

@@ -36,7 +36,7 @@ created and never entered must not be kept."""
 
 def install(runtime: Any) -> None:
     """Patch ``asyncio.timeouts.Timeout`` and ``asyncio.TaskGroup`` when Python has them."""
-    state.acquire(runtime)
+    del runtime  # the tracker is the feature's (``_scope_state.start``)
     if sys.version_info >= (3, 11):
         _install()
 
@@ -66,7 +66,6 @@ def uninstall() -> None:
     """Restore every original."""
     _patches.restore()
     _pending_kinds.clear()
-    state.release()
 
 
 def _timeout_kind(timeout: Any) -> str:

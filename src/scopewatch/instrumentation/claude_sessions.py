@@ -35,7 +35,7 @@ _connecting: contextvars.ContextVar[Any] = contextvars.ContextVar(
 def install(runtime: Runtime) -> None:
     """Patch ``claude_agent_sdk`` now, or when it is imported."""
     global _active
-    telemetry.start(runtime)
+    del runtime  # the feature's telemetry is started first (``telemetry.sessions.start``)
     _active = True
     when_imported(MODULE, _on_import)
 
@@ -45,7 +45,6 @@ def uninstall() -> None:
     global _active
     _active = False
     _patches.restore()
-    telemetry.stop()
 
 
 def _on_import(module: ModuleType) -> None:

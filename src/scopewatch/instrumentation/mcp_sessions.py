@@ -30,7 +30,7 @@ _patched: set[str] = set()
 def install(runtime: Runtime) -> None:
     """Patch ``mcp`` now, or when it is imported."""
     global _active
-    telemetry.start(runtime)
+    del runtime  # the feature's telemetry is started first (``telemetry.sessions.start``)
     _active = True
     for name in (SESSION_MODULE, CLIENT_MODULE):
         when_imported(name, _on_import)
@@ -42,7 +42,6 @@ def uninstall() -> None:
     _active = False
     _patches.restore()
     _patched.clear()
-    telemetry.stop()
 
 
 def _on_import(module: ModuleType) -> None:

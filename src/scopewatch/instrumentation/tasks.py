@@ -146,9 +146,9 @@ class _EagerTask(Task):
         _register(self, record)
 
 
-def install(runtime: Runtime) -> None:
-    """Build the task tracker; hook eager tasks (the loops' ``create_task``: ``_task_loops``)."""
-    global _tracker, _telemetry, _live, _eager_hooked
+def start(runtime: Runtime) -> None:
+    """Build the tasks feature's tracker (before its modules install); put it on ``runtime``."""
+    global _tracker, _telemetry, _live
     telemetry = TaskTelemetry(runtime)
     settings = runtime.settings
     tracker = TaskTracker(
@@ -174,6 +174,25 @@ def install(runtime: Runtime) -> None:
     if scopes is not None:
         scopes.task_cancel_info = tracker.cancel_info
     PART.reset()
+
+
+def stop() -> None:
+    """Drop the tracker, after every task module is uninstalled."""
+    global _tracker, _telemetry, _live
+    scopes = _scope_state.tracker
+    if (
+        scopes is not None
+        and _tracker is not None
+        and scopes.task_cancel_info == _tracker.cancel_info
+    ):
+        scopes.task_cancel_info = None
+    _tracker, _telemetry, _live = None, None, False
+
+
+def install(runtime: Runtime) -> None:
+    """Hook eager tasks (the loops' ``create_task``: ``_task_loops``; the tracker: ``start``)."""
+    global _eager_hooked
+    del runtime
     factory = getattr(asyncio, "eager_task_factory", None)
     closure = getattr(factory, "__closure__", None)
     if closure and closure[0].cell_contents is asyncio.Task:
@@ -184,16 +203,9 @@ def install(runtime: Runtime) -> None:
 
 def uninstall() -> None:
     """Restore every original (tasks created meanwhile keep working as plain tasks)."""
-    global _tracker, _telemetry, _live, _eager_hooked
-    scopes = _scope_state.tracker
-    if (
-        scopes is not None
-        and _tracker is not None
-        and scopes.task_cancel_info == _tracker.cancel_info
-    ):
-        scopes.task_cancel_info = None
+    global _eager_hooked
     _patches.restore()
-    _tracker, _telemetry, _live, _eager_hooked = None, None, False, False
+    _eager_hooked = False
 
 
 def _scope_record(obj: object) -> ScopeRecord | None:

@@ -32,7 +32,6 @@ from scopewatch._core import locks as core
 from scopewatch._safety import warn_once
 from scopewatch.instrumentation import _lock_wrappers as wrappers
 from scopewatch.instrumentation import _patching
-from scopewatch.telemetry import locks as telemetry
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -62,7 +61,7 @@ def kind_of(cls: type) -> str:
 def install(runtime: Runtime) -> None:
     """Patch the trio lock classes now, or when trio is imported."""
     global _active
-    telemetry.start(runtime)
+    del runtime  # the feature's telemetry is started first (``telemetry.locks.start``)
     _active = True
     if _trio_deadline not in core.deadline_probes:
         core.deadline_probes.append(_trio_deadline)
@@ -76,7 +75,6 @@ def uninstall() -> None:
     _patches.restore()
     if _trio_deadline in core.deadline_probes:
         core.deadline_probes.remove(_trio_deadline)
-    telemetry.stop()
 
 
 def _on_import(module: ModuleType) -> None:

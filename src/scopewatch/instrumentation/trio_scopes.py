@@ -58,7 +58,7 @@ _watched_runs: weakref.WeakSet[Any] = weakref.WeakSet()
 def install(runtime: Any) -> None:
     """Patch ``trio.CancelScope`` now or when trio is imported."""
     global _active
-    state.acquire(runtime)
+    del runtime  # the tracker is the feature's (``_scope_state.start``)
     _active = True
     when_imported("trio", _on_import)
     when_imported("anyio._backends._trio", _on_anyio_import)
@@ -71,7 +71,6 @@ def uninstall() -> None:
     _patches.restore()
     _trio = None
     _pending.clear()
-    state.release()
 
 
 def _on_import(module: ModuleType) -> None:

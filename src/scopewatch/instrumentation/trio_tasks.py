@@ -41,7 +41,7 @@ def install(runtime: Runtime) -> None:
     global _tracker, _telemetry
     tracker = runtime.tasks
     if tracker is None:
-        return  # the asyncio task part could not be installed: it owns the shared tracker
+        return  # not started (``tasks.start`` builds the tracker trio tasks report to)
     _tracker = tracker
     _telemetry = tracker.sink if isinstance(tracker.sink, TaskTelemetry) else None
     PART.reset()

@@ -31,7 +31,23 @@ if TYPE_CHECKING:
     from scopewatch._runtime import Runtime
     from scopewatch.telemetry.metrics import DeferredHistogram
 
-PART = Part("lock instrumentation")
+
+class _LockPart(Part):
+    """The locks feature's part: switching it off also switches ``core.ACTIVE`` off.
+
+    ``core.ACTIVE`` is the flag the lock wrappers read first (a plain module global); this part
+    is the one place that turns it off, so the two cannot disagree.
+    """
+
+    __slots__ = ()
+
+    def fail(self, error: Exception) -> None:
+        """Stop every lock wrapper, then disable the part and log once."""
+        core.ACTIVE = False
+        super().fail(error)
+
+
+PART: Part = _LockPart("lock instrumentation")
 
 
 class _Contentions:
@@ -127,35 +143,30 @@ class LockMetrics:
 
 
 current: LockMetrics | None = None
-_users = 0
 _probe_runtime: Runtime | None = None
 
 
-def start(runtime: Runtime) -> LockMetrics:
-    """Begin lock telemetry (the first lock module installed does it; later ones share it)."""
-    global current, _users, _probe_runtime
-    if current is None:
-        current = LockMetrics(runtime)
-        core.activate(runtime.settings.max_tracked)
-        PART.reset()
-        _probe_runtime = runtime
-        if _tracker_deadline not in core.deadline_probes:
-            core.deadline_probes.append(_tracker_deadline)
-    _users += 1
-    return current
+def start(runtime: Runtime) -> None:
+    """Begin the locks feature's telemetry and bookkeeping, before its modules install."""
+    global current, _probe_runtime
+    current = LockMetrics(runtime)
+    core.activate(runtime.settings.max_tracked)
+    PART.reset()
+    _probe_runtime = runtime
+    if _tracker_deadline not in core.deadline_probes:
+        core.deadline_probes.append(_tracker_deadline)
 
 
 def stop() -> None:
-    """End lock telemetry when the last lock module is uninstalled."""
-    global current, _users, _probe_runtime
-    _users = max(0, _users - 1)
-    if _users == 0 and current is not None:
-        core.deactivate()
+    """End the locks feature's telemetry, after every lock module is uninstalled."""
+    global current, _probe_runtime
+    core.deactivate()
+    if current is not None:
         current.close()
-        current = None
-        _probe_runtime = None
-        if _tracker_deadline in core.deadline_probes:
-            core.deadline_probes.remove(_tracker_deadline)
+    current = None
+    _probe_runtime = None
+    if _tracker_deadline in core.deadline_probes:
+        core.deadline_probes.remove(_tracker_deadline)
 
 
 def _tracker_deadline(task: Any) -> bool:

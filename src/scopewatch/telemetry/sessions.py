@@ -193,27 +193,22 @@ def reference_violation(
 
 
 current: SessionTelemetry | None = None
-_users = 0
 _runtime: Runtime | None = None
 
 
-def start(runtime: Runtime) -> SessionTelemetry:
-    """Begin session telemetry and subscribe to violations (shared by the session modules)."""
-    global current, _users, _runtime
-    if current is None:
-        current = SessionTelemetry(runtime)
-        _runtime = runtime
-        PART.reset()
-        violation_listeners(runtime).append(current.on_violation)
-    _users += 1
-    return current
+def start(runtime: Runtime) -> None:
+    """Begin the sessions feature's telemetry and subscribe to violations (before its modules)."""
+    global current, _runtime
+    current = SessionTelemetry(runtime)
+    _runtime = runtime
+    PART.reset()
+    violation_listeners(runtime).append(current.on_violation)
 
 
 def stop() -> None:
-    """End session telemetry when the last session module is uninstalled."""
-    global current, _users, _runtime
-    _users = max(0, _users - 1)
-    if _users == 0 and current is not None:
+    """End the sessions feature's telemetry, after every session module is uninstalled."""
+    global current, _runtime
+    if current is not None:
         listeners = violation_listeners(_runtime) if _runtime is not None else []
         if current.on_violation in listeners:
             listeners.remove(current.on_violation)
