@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 import wrapt
 
 if TYPE_CHECKING:
+    import types
     from collections.abc import Callable, Iterable
 
 _import_hooks: set[tuple[str, Callable[[types.ModuleType], None]]] = set()
@@ -202,38 +202,6 @@ class Patches:
 
     def __bool__(self) -> bool:
         return self._registry.holds(self)
-
-
-def asyncio_current_task() -> Callable[[], Any]:
-    """The fastest ``asyncio.current_task`` returning ``None`` outside a loop or task."""
-    import asyncio
-    from asyncio import events, tasks
-
-    current = asyncio.current_task
-    table = getattr(tasks, "_current_tasks", None)
-    get_loop = getattr(events, "_get_running_loop", None)
-    if isinstance(current, types.BuiltinFunctionType) or table is None or get_loop is None:
-        return safe_current_task(current)
-    get = table.get  # Python-level current_task (3.10, 3.11): skip its extra call
-
-    def current_task() -> Any:
-        return get(get_loop())
-
-    current_task.table = table  # type: ignore[attr-defined]
-    current_task.get_loop = get_loop  # type: ignore[attr-defined]
-    return current_task
-
-
-def safe_current_task(current: Callable[[], Any]) -> Callable[[], Any]:
-    """``current()``, or ``None`` outside a task / event loop."""
-
-    def current_task() -> Any:
-        try:
-            return current()
-        except Exception:
-            return None
-
-    return current_task
 
 
 def is_cancellation(error: BaseException) -> bool:

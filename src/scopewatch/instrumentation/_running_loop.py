@@ -18,7 +18,7 @@ import threading
 from asyncio import events
 from typing import TYPE_CHECKING, Any
 
-from scopewatch.instrumentation import _patching
+from scopewatch._current import safe_current_task
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -63,11 +63,11 @@ def current_task_function() -> Callable[[], Any]:
     thread state) it reads that table with :func:`running_loop`, two C calls on 3.12 and 3.13,
     and carries ``table`` and ``get_loop`` for
     :func:`~scopewatch.instrumentation._patching.task_lookup`; elsewhere it is
-    :func:`~scopewatch.instrumentation._patching.asyncio_current_task`.
+    ``asyncio.current_task`` through :func:`~scopewatch._current.safe_current_task`.
     """
     table = getattr(asyncio.tasks, "_current_tasks", None)
     if not isinstance(table, dict) or sys.version_info >= (3, 14):
-        return _patching.asyncio_current_task()
+        return safe_current_task(asyncio.current_task)
     get = table.get
 
     def current_task() -> Any:

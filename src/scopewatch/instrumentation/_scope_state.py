@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from scopewatch import semconv
 from scopewatch._core import frames
 from scopewatch._core.tracker import ExitFacts, ScopeTracker
+from scopewatch._current import safe_current_task
 from scopewatch._safety import Part
 from scopewatch.instrumentation import _running_loop
 from scopewatch.instrumentation._patching import is_cancellation
@@ -43,14 +44,6 @@ def stop() -> None:
     tracker = None
 
 
-def _safe_current_task() -> Any:
-    """The running asyncio task, or ``None`` (no loop, or not inside a task)."""
-    try:
-        return asyncio.current_task()
-    except RuntimeError:
-        return None
-
-
 current_task = _running_loop.current_task_function()
 """The running asyncio task, or ``None`` (no loop, or not inside a task); no ``getpid()``
 per call on 3.10/3.11 (:mod:`scopewatch.instrumentation._running_loop`)."""
@@ -69,7 +62,8 @@ def _task_of_loop_function() -> Callable[[Any], Any]:
     table = getattr(tasks, "_current_tasks", None)
     if isinstance(table, dict):
         return table.get
-    return lambda loop: _safe_current_task()
+    current = safe_current_task(asyncio.current_task)
+    return lambda loop: current()
 
 
 task_of_loop = _task_of_loop_function()

@@ -8,12 +8,12 @@ runtime context is asked through the API), an empty context at once, else its tw
 
 from __future__ import annotations
 
-import contextvars
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from opentelemetry import context
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.instrumentation import utils
+
+from scopewatch import _current
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -24,19 +24,6 @@ SUPPRESS_KEYS = (_SUPPRESS_INSTRUMENTATION_KEY, _PLAIN_KEY)
 """The context keys :func:`instrumentation_enabled` reads, for a hot path that inlines it."""
 
 
-def _context_reader() -> Callable[[], Any]:
-    """``context.get_current``, or the ``ContextVar``'s own ``get`` when that is what it reads."""
-    from opentelemetry.context import contextvars_context
-
-    runtime_context = getattr(context, "_RUNTIME_CONTEXT", None)
-    variable = getattr(runtime_context, "_current_context", None)
-    if type(runtime_context) is contextvars_context.ContextVarsRuntimeContext and isinstance(
-        variable, contextvars.ContextVar
-    ):
-        return variable.get
-    return context.get_current
-
-
 def _enabled_function() -> Callable[[], bool]:
     """``instrumentation_enabled()``, remembering its answer for the last context it read.
 
@@ -44,7 +31,7 @@ def _enabled_function() -> Callable[[], bool]:
     task in it asks), so the answer for the same object is an identity test, not two key
     lookups. That one context is kept alive until another is asked about.
     """
-    current_context = _context_reader()
+    current_context = _current.context_reader()
     key, plain = _SUPPRESS_INSTRUMENTATION_KEY, _PLAIN_KEY
     last: tuple[object, bool] = (None, True)
 

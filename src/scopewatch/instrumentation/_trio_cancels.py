@@ -31,11 +31,12 @@ ki_file = ""
 each protected function, so a patched method's caller is that wrapper, not trio or the user."""
 
 
-def _no_task() -> Any:
+def no_task() -> Any:
+    """No task: ``current_task`` while trio is not patched."""
     return None
 
 
-current_task: Callable[[], Any] = _no_task
+current_task: Callable[[], Any] = no_task
 """The running trio task or ``None`` (set by ``trio_scopes`` when it patches trio)."""
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from scopewatch import semconv
 from scopewatch._core import frames
 from scopewatch._core import locks as core
+from scopewatch._current import safe_current_task
 from scopewatch.instrumentation import _lock_wrappers as wrappers
 from scopewatch.instrumentation import _patching, _running_loop, trio_locks
 
@@ -195,7 +196,7 @@ def _patch_trio_backend(module: ModuleType) -> None:
     """
     import trio
 
-    current = _patching.safe_current_task(trio.lowlevel.current_task)
+    current = safe_current_task(trio.lowlevel.current_task)
     fast = {
         "Lock": (semconv.LOCK_KIND_ANYIO_LOCK, trio_locks.lock_busy, False),
         "Semaphore": (semconv.LOCK_KIND_ANYIO_SEMAPHORE, trio_locks.semaphore_busy, True),

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from scopewatch import semconv
 from scopewatch._core import frames
 from scopewatch._core import locks as core
+from scopewatch._current import safe_current_task
 from scopewatch._safety import warn_once
 from scopewatch.instrumentation import _lock_wrappers as wrappers
 from scopewatch.instrumentation import _patching
@@ -120,7 +121,7 @@ def _usable(cls: type, busy: Callable[[Any], Any], *args: Any) -> bool:
 
 
 def _patch(trio: ModuleType) -> None:
-    current = _patching.safe_current_task(trio.lowlevel.current_task)
+    current = safe_current_task(trio.lowlevel.current_task)
     for cls in (trio.Lock, trio.StrictFIFOLock):
         if _usable(cls, lock_busy):
             _patch_simple(cls, kind_of(cls), lock_busy, False, current)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from scopewatch import semconv
 from scopewatch._core import frames, task_adapters
+from scopewatch._current import safe_current_task
 from scopewatch.instrumentation import _closed_scopes
 from scopewatch.instrumentation import _scope_state as state
 from scopewatch.instrumentation import _trio_cancels as cancels
@@ -43,6 +44,8 @@ _code_info = frames._code_info
 _active = False
 _patches = Patches()
 _trio: Any = None
+_current_task: Callable[[], Any] = cancels.no_task
+"""The running trio task or ``None`` (trio's, made safe, while trio is patched)."""
 _pending: dict[int, tuple[object, str, bool]] = {}
 """Scopes created but not yet entered: id -> (scope, kind, user)."""
 _creators: dict[int, tuple[CodeType, str | None]] = {}
@@ -66,10 +69,11 @@ def install(runtime: Any) -> None:
 
 def uninstall() -> None:
     """Restore every original and make the import hooks inert."""
-    global _active, _trio
+    global _active, _trio, _current_task
     _active = False
     _patches.restore()
     _trio = None
+    _current_task = cancels.current_task = cancels.no_task
     _pending.clear()
 
 
@@ -117,11 +121,11 @@ def _learn_anyio(module: ModuleType) -> None:
 
 
 def _patch(trio: ModuleType) -> None:
-    global _trio
+    global _trio, _current_task
     from trio._core import _run
 
     _trio = trio
-    cancels.current_task = _current_task
+    _current_task = cancels.current_task = safe_current_task(trio.lowlevel.current_task)
     ki = sys.modules.get("trio._core._ki")
     cancels.ki_file = getattr(ki, "__file__", None) or ""
     frames.add_internal_package(trio.__file__)
@@ -156,13 +160,6 @@ def _patch(trio: ModuleType) -> None:
         _patches.patch(
             scope_class, "cancel", lambda original: protect(cancels.wrap_legacy(original))
         )
-
-
-def _current_task() -> Any:
-    try:
-        return _trio.lowlevel.current_task()
-    except (RuntimeError, AttributeError):
-        return None
 
 
 # --- creation and enter --------------------------------------------------------------------------

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import logging
 import sys
 import time
@@ -13,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import context, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from scopewatch import semconv
+from scopewatch import _current, semconv
 from scopewatch._core import anomaly, frames
 from scopewatch._core.explain import explain
 from scopewatch._core.records import ScopeRecord, Violation
@@ -69,38 +67,6 @@ def wall_start_ns(record: ScopeRecord) -> int:
     return record.start_ns
 
 
-def _context_getter() -> Callable[[], Any]:
-    """The cheapest equivalent of ``opentelemetry.context.get_current``.
-
-    With the SDK's default runtime context (a ``ContextVar``) that is the variable's own
-    ``get``; any other runtime context is asked through the API.
-    """
-    from opentelemetry.context import contextvars_context
-
-    runtime_context = getattr(context, "_RUNTIME_CONTEXT", None)
-    variable = getattr(runtime_context, "_current_context", None)
-    if type(runtime_context) is contextvars_context.ContextVarsRuntimeContext and isinstance(
-        variable, contextvars.ContextVar
-    ):
-        return variable.get
-    return context.get_current
-
-
-def _current_task() -> Any:
-    """The running asyncio task, else the running trio task, else ``None``."""
-    try:
-        return asyncio.current_task()
-    except RuntimeError:
-        pass
-    trio = sys.modules.get("trio")
-    if trio is None:
-        return None
-    try:
-        return trio.lowlevel.current_task()
-    except RuntimeError:
-        return None
-
-
 class ScopeTelemetry:
     """Turns scope facts into telemetry according to the span mode."""
 
@@ -116,7 +82,7 @@ class ScopeTelemetry:
         self._all_durations = settings.durations == "all"
         self.spans_at_enter = self._all
         """The tracker calls :meth:`entered` only in ``all`` mode (a span starts at enter)."""
-        self.context_now = _context_getter()
+        self.context_now = _current.context_reader()
         self.slow = self._slow
         self.ok_counts = (
             None if self._all or self._all_durations else runtime.instruments.scope_counts
@@ -226,7 +192,10 @@ class ScopeTelemetry:
         record.context_token = None
         # Only reset the context we attached, in the task and context it was attached in: a
         # token reset from another task or out of order would raise or corrupt the context.
-        if _current_task() is record.task and context.get_current() is record.attached_context:
+        if (
+            _current.any_current_task() is record.task
+            and context.get_current() is record.attached_context
+        ):
             context.detach(token)
 
     def _base_attributes(self, record: ScopeRecord) -> dict[str, Any]:

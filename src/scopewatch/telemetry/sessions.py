@@ -10,8 +10,6 @@ reference is not a second violation: it is not counted, logged or listed again.
 
 from __future__ import annotations
 
-import asyncio
-import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +20,7 @@ from scopewatch import semconv
 from scopewatch._core import classify, frames
 from scopewatch._core import sessions as core
 from scopewatch._core.records import Violation
+from scopewatch._current import any_current_task
 from scopewatch._safety import Part
 from scopewatch.telemetry import _sdk_calls
 from scopewatch.telemetry.scopes import report_violation, violation_listeners
@@ -33,21 +32,6 @@ if TYPE_CHECKING:
 
 PART = Part("session instrumentation")
 _STACK_DEPTH = 8
-
-
-def current_task() -> Any:
-    """The running asyncio or trio task, or ``None``."""
-    try:
-        return asyncio.current_task()
-    except RuntimeError:
-        pass
-    trio = sys.modules.get("trio")
-    if trio is not None:
-        try:
-            return trio.lowlevel.current_task()
-        except RuntimeError:
-            return None
-    return None
 
 
 def task_name(task: Any) -> str:
@@ -85,7 +69,7 @@ class SessionTelemetry:
 
     def open(self, kind: str, name: str | None, attach: bool, frame: Any) -> core.SessionRecord:
         """Start a session: span, ``session.active`` +1, and (``attach``) make it current."""
-        task = current_task()
+        task = any_current_task()
         captured, _, _ = frames.capture(frame, self._depth)
         record = core.SessionRecord(kind, name, task, task_name(task), captured)
         attributes: dict[str, Any] = {
@@ -118,7 +102,7 @@ class SessionTelemetry:
         record.closed = True
         core.remove(record)
         span = record.span
-        exit_task = current_task()
+        exit_task = any_current_task()
         exit_name = task_name(exit_task)
         if record.context_token is not None and exit_task is record.task:
             context.detach(record.context_token)

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import time
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from scopewatch import semconv
+from scopewatch import _current, semconv
 from scopewatch._core.task_ends import task_anomalous
 from scopewatch.telemetry import _sdk_calls
 from scopewatch.telemetry.locks import add_held_at_end_events
 from scopewatch.telemetry.scopes import report_violation
 
 if TYPE_CHECKING:
+    import contextvars
     from collections.abc import Callable
 
     from opentelemetry.trace import Span, SpanContext, Tracer
@@ -34,7 +34,7 @@ class TaskTelemetry:
         self._runtime = runtime
         self._tracer = runtime.tracer
         _sdk_calls.on_provider_shutdown(runtime, self._use_tracer)
-        self.current_context = _current_context_reader()
+        self.current_context = _current.context_reader()
         self._durations = runtime.instruments.task_duration
         self._counts = runtime.instruments.task_counts
         """Outcome -> tasks ended (``scopewatch.tasks``): a plain count, no SDK call."""
@@ -276,18 +276,3 @@ def count(counts: dict[str, int], outcome: str) -> None:
         counts[outcome] += 1
     except KeyError:
         counts[outcome] = 1
-
-
-def _current_context_reader() -> Callable[[], Any]:
-    """``context.get_current``, or the same read without its two Python frames.
-
-    OpenTelemetry's default runtime context keeps the current context in one ``ContextVar``
-    (with the empty context as its default); any other runtime context is called as is.
-    """
-    runtime_context = getattr(context, "_RUNTIME_CONTEXT", None)
-    variable = getattr(runtime_context, "_current_context", None)
-    if type(runtime_context).__name__ == "ContextVarsRuntimeContext" and isinstance(
-        variable, contextvars.ContextVar
-    ):
-        return variable.get
-    return context.get_current
