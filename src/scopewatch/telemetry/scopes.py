@@ -14,7 +14,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from scopewatch import _current, semconv
 from scopewatch._core import anomaly, frames
 from scopewatch._core.explain import explain
-from scopewatch._core.records import ScopeRecord, Violation
+from scopewatch._core.records import CancelInfo, ScopeRecord, Violation
 from scopewatch.telemetry import _sdk_calls, app_frames
 
 if TYPE_CHECKING:
@@ -65,6 +65,22 @@ def wall_start_ns(record: ScopeRecord) -> int:
         elapsed = time.perf_counter() - record.start
         record.start_ns = time.time_ns() - int(elapsed * 1e9)
     return record.start_ns
+
+
+def add_cancel(span: Span, attributes: dict[str, Any], cancel: CancelInfo) -> None:
+    """Who asked for the cancellation (``cancel.*``) into ``attributes``, and its span event.
+
+    The ``scopewatch.cancel`` event carries the same attributes and the request's reason.
+    """
+    cancel_attributes = {
+        semconv.CANCEL_ORIGIN: cancel.origin,
+        semconv.CANCEL_TASK: cancel.task,
+        semconv.CANCEL_LOCATION: cancel.location,
+    }
+    attributes.update(cancel_attributes)
+    span.add_event(
+        semconv.EVENT_CANCEL, {**cancel_attributes, semconv.CANCEL_REASON: cancel.reason}
+    )
 
 
 class ScopeTelemetry:
@@ -229,15 +245,7 @@ class ScopeTelemetry:
             semconv.OUTCOME_CANCELLED,
             semconv.OUTCOME_DEADLINE_EXCEEDED,
         ):
-            cancel_attributes = {
-                semconv.CANCEL_ORIGIN: cancel.origin,
-                semconv.CANCEL_TASK: cancel.task,
-                semconv.CANCEL_LOCATION: cancel.location,
-            }
-            attributes.update(cancel_attributes)
-            span.add_event(
-                semconv.EVENT_CANCEL, {**cancel_attributes, semconv.CANCEL_REASON: cancel.reason}
-            )
+            add_cancel(span, attributes, cancel)
         span.set_attributes(attributes)
         if facts.outcome == semconv.OUTCOME_ERROR and facts.error is not None:
             span.set_status(Status(StatusCode.ERROR, type(facts.error).__name__))

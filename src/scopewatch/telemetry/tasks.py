@@ -13,7 +13,7 @@ from scopewatch import _current, semconv
 from scopewatch._core.task_ends import task_anomalous
 from scopewatch.telemetry import _sdk_calls
 from scopewatch.telemetry.locks import add_held_at_end_events
-from scopewatch.telemetry.scopes import report_violation
+from scopewatch.telemetry.scopes import add_cancel, report_violation
 
 if TYPE_CHECKING:
     import contextvars
@@ -250,15 +250,7 @@ class TaskTelemetry:
         attributes[semconv.TASK_OUTCOME] = outcome
         cancel = record.cancel
         if outcome == semconv.OUTCOME_CANCELLED and cancel is not None:
-            cancel_attributes = {
-                semconv.CANCEL_ORIGIN: cancel.origin,
-                semconv.CANCEL_TASK: cancel.task,
-                semconv.CANCEL_LOCATION: cancel.location,
-            }
-            attributes.update(cancel_attributes)
-            span.add_event(
-                semconv.EVENT_CANCEL, {**cancel_attributes, semconv.CANCEL_REASON: cancel.reason}
-            )
+            add_cancel(span, attributes, cancel)
         span.set_attributes(attributes)
         if outcome == semconv.OUTCOME_ERROR:
             span.set_status(
