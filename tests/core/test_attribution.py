@@ -14,9 +14,8 @@ import pytest
 
 from scopewatch import semconv
 from scopewatch._core import attribution, cancels
-from scopewatch._core.records import CancelInfo, ScopeRecord
+from scopewatch._core.records import CancelInfo, ScopeRecord, TaskRecord
 from scopewatch._core.task_codes import CodeInfo
-from scopewatch._core.tasks import TaskRecord
 from tests.support.fakes import FakeTask
 
 

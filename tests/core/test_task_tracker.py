@@ -15,9 +15,9 @@ import pytest
 
 from scopewatch import semconv
 from scopewatch._core import cancels, task_ends
-from scopewatch._core.records import CancelInfo
-from scopewatch._core.tasks import TaskRecord, TaskTracker
-from tests.support.fakes import FakeLoop, FakeTask, RecordingTaskSink
+from scopewatch._core.records import CancelInfo, TaskRecord
+from scopewatch._core.tasks import TaskTracker
+from tests.support.fakes import FakeTask, RecordingTaskSink
 from tests.support.markers import needs_311
 from tests.support.source_lines import marked_line
 
@@ -49,7 +49,7 @@ def tracked(tracker: TaskTracker, name: str, coro: Any = None) -> tuple[FakeTask
     """A task and its record, as the instrumentation makes them at creation."""
     own = coro is None
     coro = work() if own else coro
-    record = tracker.begin(coro, FakeLoop())
+    record = tracker.begin(coro, None)
     if own:
         coro.close()
     assert record is not None
@@ -96,7 +96,7 @@ def line_of(marker: str) -> int:
 def test_facts_of_a_new_task_name_its_coroutine_and_keep_the_context():
     tracker, _ = make()
     coro = work()
-    facts = tracker.facts(coro, FakeLoop())
+    facts = tracker.facts(coro, None)
     coro.close()
     assert facts is not None
     info, owner, start, parent, context = facts
@@ -106,10 +106,19 @@ def test_facts_of_a_new_task_name_its_coroutine_and_keep_the_context():
     assert (parent, context) == ("", "context-at-creation")  # created outside any task
 
 
+def test_facts_of_a_task_created_in_a_task_name_that_parent_and_keep_the_given_context():
+    tracker, _ = make()
+    coro = work()
+    facts = tracker.facts(coro, FakeTask("parent"), "context-of-the-caller")
+    coro.close()
+    assert facts is not None
+    assert facts[3:] == ("parent", "context-of-the-caller")
+
+
 def test_an_excluded_coroutine_is_not_tracked():
     tracker, _ = make(exclude=("work",))
     coro = work()
-    assert tracker.facts(coro, FakeLoop()) is None
+    assert tracker.facts(coro, None) is None
     coro.close()
 
 
@@ -120,7 +129,7 @@ def test_past_max_tracked_tasks_are_counted_and_the_bound_reported_once():
     tracked(tracker, "first")
     for _ in range(2):
         coro = work()
-        assert tracker.begin(coro, FakeLoop()) is None
+        assert tracker.begin(coro, None) is None
         coro.close()
     assert tracker.untracked == 2 and reached == [(semconv.UNTRACKED_TASK, 1)]
 
@@ -253,13 +262,30 @@ def test_a_sibling_failure_names_the_child_and_where_it_raised():
     )
 
 
+def test_tasks_pending_when_their_loop_closes_are_abandoned_once():
+    tracker, sink = make()
+    pending, _ = tracked(tracker, "pending")
+    finished, _ = tracked(tracker, "finished")
+    finished.finish()
+    untracked = FakeTask("untracked")
+    tracker.loop_closing([pending, finished, untracked])
+    tracker.loop_closing([pending])
+    assert sink.calls == [
+        ("finished", "finished", semconv.OUTCOME_OK, None),
+        ("abandoned", "pending", "event loop"),
+    ]
+    assert tracker.active == 0
+    record = tracker.record_of(pending)
+    assert record is not None and record.ended and record.parent_context is None
+
+
 # --- the done callback (task_ends) ------------------------------------------------------------
 
 
 def with_facts(tracker: TaskTracker, name: str) -> FakeTask:
     """A task as scopewatch's ``Task`` holds it: creation facts in a slot, no record yet."""
     coro = work()
-    facts = tracker.facts(coro, FakeLoop())
+    facts = tracker.facts(coro, None)
     coro.close()
     task = FakeTask(name)
     task._scopewatch_facts = facts  # type: ignore[attr-defined]

@@ -128,3 +128,19 @@ def test_telemetry_never_imports_the_patch_layer() -> None:
 
 def test_no_two_modules_import_each_other() -> None:
     assert _circles() == []
+
+
+def test_the_task_trackers_are_handed_their_facts_not_reading_the_event_loop() -> None:
+    """The creating task and a closing loop's tasks come in as arguments from the patch layer."""
+    bookkeeping = (
+        "scopewatch._core.records",
+        "scopewatch._core.tasks",
+        "scopewatch._core.trio_tasks",
+    )
+    offending = {
+        name: sorted(
+            other for other in imported(name) if other.split(".")[0] in ("asyncio", "trio")
+        )
+        for name in bookkeeping
+    }
+    assert {name: found for name, found in offending.items() if found} == {}

@@ -28,8 +28,7 @@ from typing import Any
 
 from scopewatch._core import asyncgens, locks
 from scopewatch._core import sessions as session_core
-from scopewatch._core.records import CancelInfo, ScopeRecord, Violation
-from scopewatch._core.tasks import TaskRecord
+from scopewatch._core.records import CancelInfo, ScopeRecord, TaskRecord, Violation
 from scopewatch.instrumentation import _scope_state, anyio_scopes, asyncio_scopes
 from scopewatch.instrumentation import tasks as task_instrumentation
 

@@ -20,8 +20,7 @@ from scopewatch._core.records import CancelInfo, Violation
 if TYPE_CHECKING:
     from types import FrameType
 
-    from scopewatch._core.records import ScopeRecord
-    from scopewatch._core.tasks import TaskRecord
+    from scopewatch._core.records import ScopeRecord, TaskRecord
 
 
 class Lookups(Protocol):

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from scopewatch._core.frames import Frames
+    from scopewatch._core.task_codes import CodeInfo
+    from scopewatch._core.tasks import TaskTracker
 
 
 @dataclass(slots=True)
@@ -124,3 +126,58 @@ class ScopeRecord:
 
     def __repr__(self) -> str:
         return f"<ScopeRecord {self.kind} of {self.task_name!r} at {id(self.obj):#x}>"
+
+
+class TaskRecord:
+    """One tracked task from creation to its end.
+
+    A plain class: only the five facts of creation are set per task (the hot path); the
+    rest are class-level defaults, set on the rare tasks that get cancelled or a span.
+    """
+
+    span: Any = None
+    span_context: Any = None
+    """The task span's context once a span exists (for links from tasks it cancels)."""
+    cancel: CancelInfo | None = None
+    """The first cancellation request not yet undone (``uncancel()``)."""
+    canceller_frames: Frames = ()
+    delivered_frames: Frames = ()
+    """Where the task was suspended when ``cancel()`` was called."""
+    converted: bool = False
+    """An ``asyncio.timeout`` expired while that request was pending (it may convert it)."""
+    ended: bool = False
+    attached: Any = None
+    """``all`` mode, task created with an explicit ``context=``: what to undo there at its end."""
+    group_requests: int = 0
+    """Requests by an ``asyncio.TaskGroup`` on its parent not (yet) undone by that group: some
+    Pythons (3.11, early 3.12) never undo them, so they are not the task's to re-raise."""
+    system: bool = False
+    """A trio system task (the init task, ``spawn_system_task``): internal whatever it runs."""
+    routine: bool = False
+    """Its end is the normal life of a system task (finished, or cancelled as its run shut
+    down): not anomalous however long it lived."""
+
+    def __init__(
+        self,
+        info: CodeInfo,
+        tracker: TaskTracker,
+        start: float,
+        parent: str,
+        parent_context: Any,
+    ) -> None:
+        self.info = info
+        self.tracker = tracker
+        self.start = start
+        """``time.perf_counter()`` at creation."""
+        self.parent = parent
+        """Name of the task that created it (``""`` outside any task)."""
+        self.parent_context = parent_context
+        """OpenTelemetry context current at creation (opaque here)."""
+
+    def done(self, task: Any) -> None:
+        """Done callback of the task."""
+        if not self.ended:
+            try:
+                self.tracker.task_done(self, task)
+            except Exception as error:
+                self.tracker.on_error(error)

@@ -8,20 +8,19 @@ clock read and one small object; names are formatted only when a task is reporte
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
-import types
 import weakref
 from typing import TYPE_CHECKING, Any, Protocol
 
 from scopewatch import semconv
-from scopewatch._core import attribution, cancels, frames
+from scopewatch._core import attribution, cancels
+from scopewatch._core.records import TaskRecord
 from scopewatch._core.task_codes import MISSING, CodeInfo, TaskCodes, Unwrap
 from scopewatch._core.task_ends import FACTS_ATTRIBUTE, RECORD_ATTRIBUTE
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
     from types import FrameType
 
     from scopewatch._core.records import CancelInfo, ScopeRecord, Violation
@@ -30,76 +29,8 @@ PY311 = sys.version_info >= (3, 11)
 _perf_counter = time.perf_counter
 
 
-def _task_of_loop_function() -> Callable[[Any], Any]:
-    """``task_of_loop(loop)``: the task ``loop`` is running, as ``asyncio.current_task(loop)``.
-
-    3.10 and 3.11 implement ``current_task`` in Python over a table kept in C; the table's
-    ``get`` gives the same answer without a Python frame. Later Pythons' ``current_task`` is C.
-    """
-    table = getattr(asyncio.tasks, "_current_tasks", None)
-    if isinstance(asyncio.current_task, types.BuiltinFunctionType) or not isinstance(table, dict):
-        return asyncio.current_task
-    return table.get
-
-
-_task_of_loop = _task_of_loop_function()
 Facts = tuple[CodeInfo, "TaskTracker", float, str, Any]
 """What is known of a task at creation: the arguments of :class:`TaskRecord`."""
-
-
-class TaskRecord:
-    """One tracked task from creation to its end.
-
-    A plain class: only the five facts of creation are set per task (the hot path); the
-    rest are class-level defaults, set on the rare tasks that get cancelled or a span.
-    """
-
-    span: Any = None
-    span_context: Any = None
-    """The task span's context once a span exists (for links from tasks it cancels)."""
-    cancel: CancelInfo | None = None
-    """The first cancellation request not yet undone (``uncancel()``)."""
-    canceller_frames: frames.Frames = ()
-    delivered_frames: frames.Frames = ()
-    """Where the task was suspended when ``cancel()`` was called."""
-    converted: bool = False
-    """An ``asyncio.timeout`` expired while that request was pending (it may convert it)."""
-    ended: bool = False
-    attached: Any = None
-    """``all`` mode, task created with an explicit ``context=``: what to undo there at its end."""
-    group_requests: int = 0
-    """Requests by an ``asyncio.TaskGroup`` on its parent not (yet) undone by that group: some
-    Pythons (3.11, early 3.12) never undo them, so they are not the task's to re-raise."""
-    system: bool = False
-    """A trio system task (the init task, ``spawn_system_task``): internal whatever it runs."""
-    routine: bool = False
-    """Its end is the normal life of a system task (finished, or cancelled as its run shut
-    down): not anomalous however long it lived."""
-
-    def __init__(
-        self,
-        info: CodeInfo,
-        tracker: TaskTracker,
-        start: float,
-        parent: str,
-        parent_context: Any,
-    ) -> None:
-        self.info = info
-        self.tracker = tracker
-        self.start = start
-        """``time.perf_counter()`` at creation."""
-        self.parent = parent
-        """Name of the task that created it (``""`` outside any task)."""
-        self.parent_context = parent_context
-        """OpenTelemetry context current at creation (opaque here)."""
-
-    def done(self, task: Any) -> None:
-        """Done callback of the task."""
-        if not self.ended:
-            try:
-                self.tracker.task_done(self, task)
-            except Exception as error:
-                self.tracker.on_error(error)
 
 
 class TaskSink(Protocol):
@@ -194,14 +125,15 @@ class TaskTracker:
 
     # --- creation ---------------------------------------------------------------------------
 
-    def facts(self, coro: Any, loop: Any, parent_context: Any = None) -> Facts | None:
+    def facts(self, coro: Any, parent: Any, parent_context: Any = None) -> Facts | None:
         """The creation facts of a task about to be created for ``coro``, or ``None``.
 
-        ``(info, tracker, start, parent, parent_context)``, the arguments of
+        ``(info, tracker, start, parent name, parent_context)``, the arguments of
         :class:`TaskRecord`: scopewatch's ``Task`` keeps them in a slot and a record is made
         only when one is needed (a cancellation, a span, an anomalous end). ``None``: the task
-        is not tracked (excluded, or ``max_tracked`` tasks are tracked). ``parent_context``:
-        :attr:`current_context` read already by the caller, else read here.
+        is not tracked (excluded, or ``max_tracked`` tasks are tracked). ``parent``: the task
+        creating it (the one its loop is running), ``None`` outside any task.
+        ``parent_context``: :attr:`current_context` read already by the caller, else read here.
         """
         if self.active >= self.max_tracked:
             self.untracked += 1
@@ -220,7 +152,6 @@ class TaskTracker:
             info = self._task_codes.unwrap(coro, found) if type(found) is Unwrap else found
         if info is None:
             return None
-        parent = _task_of_loop(loop)
         return (
             info,
             self,
@@ -229,9 +160,9 @@ class TaskTracker:
             self.current_context() if parent_context is None else parent_context,
         )
 
-    def begin(self, coro: Any, loop: Any) -> TaskRecord | None:
-        """A record for a task about to be created for ``coro``, or ``None`` (not tracked)."""
-        facts = self.facts(coro, loop)
+    def begin(self, coro: Any, parent: Any) -> TaskRecord | None:
+        """A record for a task about to be created for ``coro`` by ``parent``, or ``None``."""
+        facts = self.facts(coro, parent)
         return None if facts is None else TaskRecord(*facts)
 
     def materialize(self, task: Any, facts: Facts) -> TaskRecord:
@@ -341,9 +272,9 @@ class TaskTracker:
         self.sink.finished(record, task, outcome, violation)
         record.span = record.parent_context = None  # a done task may live long: keep it light
 
-    def loop_closing(self, loop: Any) -> None:
-        """``loop`` is closing: tasks still pending on it will never finish."""
-        for task in asyncio.all_tasks(loop):
+    def loop_closing(self, tasks: Iterable[Any]) -> None:
+        """A loop is closing with ``tasks`` not done: they will never finish."""
+        for task in tasks:
             record = self.record_of(task)
             if record is not None and not record.ended:
                 record.ended = True

@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from scopewatch import semconv
 from scopewatch._core import cancels, frames
-from scopewatch._core.records import CancelInfo
-from scopewatch._core.tasks import TaskRecord
+from scopewatch._core.records import CancelInfo, TaskRecord
 
 if TYPE_CHECKING:
     from scopewatch._core.tasks import TaskSink, TaskTracker

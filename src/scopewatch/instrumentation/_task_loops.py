@@ -15,8 +15,8 @@ import inspect
 import os
 from typing import TYPE_CHECKING, Any
 
+from scopewatch._core.records import TaskRecord
 from scopewatch._core.task_ends import ended
-from scopewatch._core.tasks import TaskRecord
 from scopewatch.instrumentation import _scope_state
 from scopewatch.instrumentation import tasks as _tasks
 from scopewatch.instrumentation._patching import Patches, when_imported
@@ -106,6 +106,7 @@ def keywords_create_task(original: Any) -> Any:
     """
     task_class = _tasks.Task
     enabled = instrumentation_enabled
+    task_of_loop = _scope_state.task_of_loop
 
     def create_task(self: Any, coro: Any, **kwargs: Any) -> Any:
         tracker = _tasks._tracker
@@ -115,7 +116,7 @@ def keywords_create_task(original: Any) -> Any:
             return original(self, coro, **kwargs)
         self._check_closed()
         try:
-            facts = tracker.facts(coro, self)
+            facts = tracker.facts(coro, task_of_loop(self))
         except Exception as error:
             _tasks.PART.fail(error)
             facts = None
@@ -213,7 +214,7 @@ def close_wrapper(original: Any) -> Any:
 def _loop_closing(loop: Any) -> None:
     tracker = _tasks._tracker
     if tracker is not None:
-        tracker.loop_closing(loop)
+        tracker.loop_closing(asyncio.all_tasks(loop))
     scopes = _scope_state.tracker
     if scopes is not None and not isinstance(loop, asyncio.base_events.BaseEventLoop):
         scopes.close_loop(loop)  # BaseEventLoop's own close hook (loop_hooks) does it otherwise

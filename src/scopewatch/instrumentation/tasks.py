@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from scopewatch import semconv
 from scopewatch._core import cancels, frames
+from scopewatch._core.records import TaskRecord
 from scopewatch._core.task_ends import FACTS_ATTRIBUTE, RECORD_ATTRIBUTE, carried, ended
-from scopewatch._core.tasks import Facts, TaskRecord, TaskTracker
+from scopewatch._core.tasks import Facts, TaskTracker
 from scopewatch._safety import Part
 from scopewatch.instrumentation import _scope_state
 from scopewatch.instrumentation._patching import Patches, when_imported
@@ -233,7 +234,7 @@ def _begin(coro: Any, loop: Any) -> TaskRecord | None:
     try:
         if loop is None:
             loop = asyncio.get_running_loop()
-        return tracker.begin(coro, loop)
+        return tracker.begin(coro, _scope_state.task_of_loop(loop))
     except Exception as error:
         PART.fail(error)
         return None
@@ -328,6 +329,7 @@ def _created_live(loop: Any, coro: Any, name: Any, context: Any, record: TaskRec
 def _base_create_task(original: Any) -> Any:
     """``BaseEventLoop.create_task``, building scopewatch's ``Task`` when there is no factory."""
     suppress_key, plain_key = SUPPRESS_KEYS
+    task_of_loop = _scope_state.task_of_loop
 
     def create_task(self: Any, coro: Any, *, name: Any = None, context: Any = None) -> Any:
         tracker = _tracker
@@ -343,7 +345,7 @@ def _base_create_task(original: Any) -> Any:
             return _call(original, self, coro, name, context)  # suppressed: a plain task
         self._check_closed()
         try:  # the hot path: _begin and _register inlined
-            facts = tracker.facts(coro, self, current)
+            facts = tracker.facts(coro, task_of_loop(self), current)
         except Exception as error:
             PART.fail(error)
             facts = None

@@ -21,8 +21,7 @@ if TYPE_CHECKING:
 
     from opentelemetry.trace import Span, SpanContext, Tracer
 
-    from scopewatch._core.records import Violation
-    from scopewatch._core.tasks import TaskRecord
+    from scopewatch._core.records import TaskRecord, Violation
     from scopewatch._runtime import Runtime
 
 
